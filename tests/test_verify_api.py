@@ -1,0 +1,179 @@
+"""The User Auth URL, row by row of CONTRACT.md, through Flask's test client on a real Valkey."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import pytest
+from flask.testing import FlaskClient
+
+from conftest import PROFILE, FakeClock
+
+PATH = "/api/v1/mozarto/verify-user"
+SUCCESS = {"status": "success", "message": "User verified", "isSuccess": True, "data": PROFILE}
+
+
+def post(client: FlaskClient, auth: str | None, body: object = None, **kwargs: object):
+    headers = {} if auth is None else {"Authorization": auth}
+    if body is not None and not isinstance(body, (bytes, str)):
+        body = json.dumps(body)
+    return client.post(PATH, headers=headers, data=body, content_type="application/json", **kwargs)
+
+
+def assert_error(response, status: int, code: str) -> dict:
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.mimetype == "application/json"
+    assert response.headers["Cache-Control"] == "no-store"
+    body = response.get_json()
+    assert body["status"] == "error" and body["isSuccess"] is False
+    assert body["errors"][0]["code"] == code
+    assert body["errors"][0]["message"]
+    assert "data" not in body
+    if status == 401:
+        assert response.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"'
+    return body
+
+
+@pytest.mark.parametrize("template", [
+    "Bearer {t}", "bearer {t}", "BEARER {t}", "Bearer    {t}", "Bearer\t{t}", " \tBearer \t {t}\t ",
+    "{t}", "  {t}  ",
+])
+def test_every_spelling_of_the_header_verifies_with_the_same_body(
+        client: FlaskClient, make_session: Callable[..., str], template: str) -> None:
+    token = make_session()
+    response = post(client, template.format(t=token), {"userId": "u-1"})
+    assert response.status_code == 200
+    assert response.get_json() == SUCCESS
+    assert response.headers["Cache-Control"] == "no-store"
+    assert response.mimetype == "application/json"
+
+
+@pytest.mark.parametrize("body", [None, b"", b"   ", {"userId": "u-1"}, {}, {"other": 1}])
+def test_body_is_optional(client: FlaskClient, make_session: Callable[..., str], body) -> None:
+    response = post(client, f"Bearer {make_session()}", body)
+    assert response.status_code == 200
+
+
+def test_numeric_user_id_from_the_older_page_is_compared_as_a_string(
+        client: FlaskClient, make_session: Callable[..., str]) -> None:
+    token = make_session(userId="1")
+    response = post(client, f"Bearer {token}", {"userId": 1})
+    assert response.status_code == 200
+    assert response.get_json()["data"]["userId"] == "1"
+
+
+def test_get_answers_like_post(client: FlaskClient, make_session: Callable[..., str]) -> None:
+    response = client.get(PATH, headers={"Authorization": f"Bearer {make_session()}"})
+    assert response.status_code == 200 and response.get_json() == SUCCESS
+
+
+def test_head_answers_without_a_body(client: FlaskClient, make_session: Callable[..., str]) -> None:
+    response = client.head(PATH, headers={"Authorization": f"Bearer {make_session()}"})
+    assert response.status_code == 200 and response.data == b""
+
+
+def test_email_verified_is_left_out_when_the_user_has_none(
+        client: FlaskClient, make_session: Callable[..., str]) -> None:
+    response = post(client, f"Bearer {make_session(emailVerified=None)}")
+    assert "emailVerified" not in response.get_json()["data"]
+
+
+@pytest.mark.parametrize("auth", [None, "", " ", "\t", "Bearer", "bearer", "Bearer ", "Bearer \t "])
+def test_missing_token_is_401(client: FlaskClient, auth: str | None) -> None:
+    assert_error(post(client, auth), 401, "missing_token")
+
+
+@pytest.mark.parametrize("auth", [
+    "Bearer a b", "Basic dXNlcjpwYXNz", "Bearer vfs_0000_" + "A" * 43, "not-a-session",
+    "Bearer " + "x" * 5000, "Token abc def", "Bearer tok\x7fen",
+])
+def test_malformed_or_unknown_token_is_401_invalid(client: FlaskClient, auth: str) -> None:
+    assert_error(post(client, auth), 401, "invalid_token")
+
+
+def test_non_ascii_header_is_401_not_500(client: FlaskClient) -> None:
+    response = client.post(PATH, headers=[("Authorization", "Bearer t\u00f6ken")])
+    assert_error(response, 401, "invalid_token")
+
+
+def test_revoked_token_is_401_invalid(client: FlaskClient, app, make_session) -> None:
+    token = make_session()
+    app.extensions["verifier"].sessions.revoke_session(token)
+    assert_error(post(client, f"Bearer {token}"), 401, "invalid_token")
+
+
+def test_expired_session_still_in_redis_is_401_expired_and_not_extended(
+        client: FlaskClient, make_session, clock: FakeClock, raw_redis, settings) -> None:
+    token = make_session(ttl_seconds=60)
+    clock.advance(61)
+    keys = raw_redis.keys(f"{settings.key_prefix}:*:s:*")
+    assert len(keys) == 1, "the expired session's key is still in Redis"
+    ttl_before = raw_redis.pttl(keys[0])
+    assert_error(post(client, f"Bearer {token}"), 401, "expired_token")
+    assert raw_redis.pttl(keys[0]) <= ttl_before
+    clock.advance(-30)  # had the request extended it, it would now verify again at t+31
+    assert post(client, f"Bearer {token}").status_code == 200
+
+
+def test_idle_timeout_expires_an_unused_session(client: FlaskClient, make_session,
+                                                clock: FakeClock) -> None:
+    token = make_session(idle_seconds=30)
+    clock.advance(20)
+    assert post(client, f"Bearer {token}").status_code == 200
+    clock.advance(20)  # 40 s after creation, 20 s after the last use
+    assert post(client, f"Bearer {token}").status_code == 200
+    clock.advance(31)
+    assert_error(post(client, f"Bearer {token}"), 401, "expired_token")
+
+
+def test_password_expired_is_403_without_profile(client, app, make_session) -> None:
+    token = make_session()
+    app.extensions["verifier"].sessions.set_password_expired("u-1")
+    body = assert_error(post(client, f"Bearer {token}"), 403, "password_expired")
+    assert "ada" not in json.dumps(body).lower()
+    app.extensions["verifier"].sessions.set_password_expired("u-1", False)
+    assert post(client, f"Bearer {token}").status_code == 200
+
+
+def test_blocked_user_is_403(client, app, make_session) -> None:
+    token = make_session()
+    app.extensions["verifier"].sessions.set_blocked("u-1")
+    assert_error(post(client, f"Bearer {token}"), 403, "user_blocked")
+
+
+def test_user_mismatch_is_403(client, make_session) -> None:
+    body = assert_error(post(client, f"Bearer {make_session()}", {"userId": "u-2"}), 403,
+                        "user_mismatch")
+    assert "u-1" not in json.dumps(body)
+
+
+def test_profile_update_is_seen_by_the_next_verification(client, app, make_session) -> None:
+    token = make_session()
+    app.extensions["verifier"].sessions.update_profile("u-1", {"lastName": "Byron"})
+    assert post(client, f"Bearer {token}").get_json()["data"]["lastName"] == "Byron"
+
+
+@pytest.mark.parametrize("body", [
+    b"not json", b"{", b'"just a string"', b"[1, 2]", b"42", b"null",
+    {"userId": None}, {"userId": True}, {"userId": 1.5}, {"userId": ["u-1"]}, {"userId": {}},
+    {"userId": ""}, b"\xff\xfe\x00", b"[" * 5000 + b"]" * 5000,
+])
+def test_bad_body_is_400(client, make_session, body) -> None:
+    assert_error(post(client, f"Bearer {make_session()}", body), 400, "bad_request")
+
+
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH", "OPTIONS"])
+def test_other_methods_are_405(client, method: str) -> None:
+    response = client.open(PATH, method=method)
+    assert_error(response, 405, "method_not_allowed")
+    assert set(response.headers["Allow"].replace(" ", "").split(",")) == {"GET", "HEAD", "POST"}
+
+
+def test_body_over_the_limit_is_413(client, make_session, settings) -> None:
+    big = json.dumps({"userId": "u-1", "pad": "x" * settings.max_body_bytes})
+    assert_error(post(client, f"Bearer {make_session()}", big), 413, "payload_too_large")
+
+
+def test_unknown_path_is_404_in_the_envelope(client) -> None:
+    assert_error(client.get("/nope"), 404, "not_found")

@@ -1,0 +1,51 @@
+"""The composition root: create_app builds the store, the session manager and the blueprints."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response
+
+from . import health, verify
+from .config import Settings, load_settings
+from .errors import register_error_handlers
+from .sessions import Clock, SessionManager
+from .store import RedisSessionStore, connect
+from .web import EXTENSION, Services
+
+log = logging.getLogger("verifier")
+
+
+def build_services(settings: Settings, clock: Clock | None = None) -> Services:
+    """The store and session manager for these settings (shared by the app and the CLI)."""
+    store = RedisSessionStore(connect(settings), settings.key_prefix,
+                              settings.expired_grace_seconds * 1000)
+    manager = SessionManager(
+        store,
+        default_ttl_seconds=settings.session_ttl_seconds,
+        max_ttl_seconds=settings.session_max_ttl_seconds,
+        default_idle_seconds=settings.session_idle_timeout_seconds,
+        **({"clock": clock} if clock else {}),
+    )
+    return Services(settings, store, manager)
+
+
+def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> Flask:
+    """Build the WSGI app; settings default to the environment's, validated."""
+    settings = settings or load_settings()
+    app = Flask("verifier")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.json.compact = True  # type: ignore[attr-defined]
+    app.extensions[EXTENSION] = build_services(settings, clock)
+
+    register_error_handlers(app)
+    app.register_blueprint(verify.bp)
+    app.register_blueprint(health.bp)
+
+    @app.after_request
+    def _no_store(response: Response) -> Response:
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    return app

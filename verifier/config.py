@@ -1,0 +1,204 @@
+"""One settings object, filled from one table of environment variables and validated at start."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from .errors import ConfigError
+
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value <= 0:
+        raise ValueError("must be a positive integer")
+    return value
+
+
+def _non_negative_int(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise ValueError("must be zero or a positive integer")
+    return value
+
+
+def _redis_url(raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in REDIS_SCHEMES:
+        raise ValueError(f"must start with one of {', '.join(s + '://' for s in REDIS_SCHEMES)}")
+    if parts.scheme == "unix" and not parts.path:
+        raise ValueError("a unix:// URL needs a socket path, e.g. unix:///run/redis.sock")
+    if parts.scheme != "unix" and not parts.hostname:
+        raise ValueError("needs a host, e.g. redis://127.0.0.1:6379/0")
+    parts.port  # raises ValueError on a bad port
+    return raw
+
+
+def _bind(raw: str) -> str:
+    if raw.startswith("unix:"):
+        return raw
+    host, sep, port = raw.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("must be HOST:PORT (e.g. 0.0.0.0:8000) or unix:PATH")
+    return raw
+
+
+def _key_prefix(raw: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,32}", raw):
+        raise ValueError("must be 1-32 characters of letters, digits, '_', '.' or '-'")
+    return raw
+
+
+def _log_level(raw: str) -> str:
+    level = raw.upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR")
+    return level
+
+
+@dataclass(frozen=True)
+class Var:
+    """One environment variable: its settings field, coercer and default (None = unset)."""
+
+    name: str
+    field: str
+    coerce: Callable[[str], Any]
+    default: str | None
+    help: str
+    secret: bool = False
+
+
+# The one table of everything verifier reads from its environment.
+VARIABLES: tuple[Var, ...] = (
+    Var("VERIFIER_REDIS_URL", "redis_url", _redis_url, None,
+        "Store URL (redis://, rediss://, unix://). Unset: `verifier serve` runs an embedded Valkey.",
+        secret=True),
+    Var("VERIFIER_REDIS_CONNECT_TIMEOUT_MS", "redis_connect_timeout_ms", _positive_int, "250",
+        "How long to wait for a connection to the store."),
+    Var("VERIFIER_REDIS_TIMEOUT_MS", "redis_timeout_ms", _positive_int, "250",
+        "How long to wait for the store to answer one command."),
+    Var("VERIFIER_REDIS_POOL_SIZE", "redis_pool_size", _positive_int, "32",
+        "Most connections one worker process opens to the store."),
+    Var("VERIFIER_KEY_PREFIX", "key_prefix", _key_prefix, "vf",
+        "Prefix of every key verifier writes, so one Redis can serve several deployments."),
+    Var("VERIFIER_SESSION_TTL_SECONDS", "session_ttl_seconds", _positive_int, "86400",
+        "Default absolute lifetime of a session."),
+    Var("VERIFIER_SESSION_MAX_TTL_SECONDS", "session_max_ttl_seconds", _positive_int, "2592000",
+        "Longest lifetime a caller may ask for."),
+    Var("VERIFIER_SESSION_IDLE_TIMEOUT_SECONDS", "session_idle_timeout_seconds", _non_negative_int, "0",
+        "Default idle timeout of a session (0: none)."),
+    Var("VERIFIER_EXPIRED_GRACE_SECONDS", "expired_grace_seconds", _non_negative_int, "3600",
+        "How long an expired session is kept so that it answers expired_token, not invalid_token."),
+    Var("VERIFIER_MAX_BODY_BYTES", "max_body_bytes", _positive_int, "16384",
+        "Largest request body accepted (413 above)."),
+    Var("VERIFIER_BIND", "bind", _bind, None,
+        "Address gunicorn listens on. Default 0.0.0.0:$PORT when PORT is set, else 127.0.0.1:8000."),
+    Var("PORT", "port", _positive_int, None, "Port to listen on all interfaces (Procfile platforms)."),
+    Var("VERIFIER_WORKERS", "workers", _positive_int, "2", "gunicorn worker processes."),
+    Var("VERIFIER_THREADS", "threads", _positive_int, "8", "Threads per gunicorn worker."),
+    Var("VERIFIER_DATA_DIR", "data_dir", Path, "var",
+        "Where the embedded Valkey keeps its data (append-only file on)."),
+    Var("VERIFIER_LOG_LEVEL", "log_level", _log_level, "INFO", "Log level."),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated configuration of one verifier process; the defaults live in VARIABLES."""
+
+    redis_url: str | None
+    redis_connect_timeout_ms: int
+    redis_timeout_ms: int
+    redis_pool_size: int
+    key_prefix: str
+    session_ttl_seconds: int
+    session_max_ttl_seconds: int
+    session_idle_timeout_seconds: int
+    expired_grace_seconds: int
+    max_body_bytes: int
+    bind: str | None
+    port: int | None
+    workers: int
+    threads: int
+    data_dir: Path
+    log_level: str
+
+    @property
+    def listen_address(self) -> str:
+        """The address gunicorn binds: VERIFIER_BIND, else all interfaces on PORT, else local 8000."""
+        if self.bind:
+            return self.bind
+        if self.port:
+            return f"0.0.0.0:{self.port}"
+        return "127.0.0.1:8000"
+
+    @property
+    def embedded_socket(self) -> Path:
+        """The unix socket of the embedded Valkey that `verifier serve` starts."""
+        return (self.data_dir / "valkey" / "valkey.sock").resolve()
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        """A copy with some fields changed (tests and the CLI use it)."""
+        return dataclasses.replace(self, **changes)
+
+    def masked(self) -> dict[str, Any]:
+        """The effective configuration with secrets masked, for the start-up log."""
+        out: dict[str, Any] = {}
+        for var in VARIABLES:
+            value = getattr(self, var.field)
+            if value is not None and var.secret:
+                value = _mask(str(value))
+            out[var.name] = str(value) if isinstance(value, Path) else value
+        return out
+
+
+def _mask(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.password:
+        return value.replace(f":{parts.password}@", ":***@")
+    return value if "://" in value else "***"
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate every variable; raise ConfigError naming all bad ones at once."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    for var in VARIABLES:
+        raw = env.get(var.name)
+        if raw is None or raw.strip() == "":
+            raw = var.default
+        if raw is None:
+            values[var.field] = None
+            continue
+        try:
+            values[var.field] = var.coerce(raw.strip())
+        except ValueError as exc:
+            reason = str(exc) if not str(exc).startswith("invalid literal") else "must be an integer"
+            problems.append(f"{var.name}={raw!r}: {reason}")
+    if not problems:
+        _check_consistency(values, problems)
+    if problems:
+        raise ConfigError(problems)
+    return Settings(**values)
+
+
+def _check_consistency(values: dict[str, Any], problems: list[str]) -> None:
+    if values["session_ttl_seconds"] > values["session_max_ttl_seconds"]:
+        problems.append(
+            "VERIFIER_SESSION_TTL_SECONDS: must not exceed VERIFIER_SESSION_MAX_TTL_SECONDS "
+            f"({values['session_max_ttl_seconds']})"
+        )
+    if values["redis_timeout_ms"] >= 1000 or values["redis_connect_timeout_ms"] >= 1000:
+        problems.append(
+            "VERIFIER_REDIS_TIMEOUT_MS / VERIFIER_REDIS_CONNECT_TIMEOUT_MS: must be under 1000, "
+            "so that every answer, including 'the store is down', reaches Mozarto within a second"
+        )

@@ -1,0 +1,177 @@
+"""Named error conditions, and the one place that turns each into an HTTP status, a code and JSON."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from flask import Flask, Response
+
+log = logging.getLogger("verifier")
+
+
+class VerifierError(Exception):
+    """Base of every condition verifier names; carries no HTTP."""
+
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__(detail or self.__class__.__doc__ or self.__class__.__name__)
+        self.detail = detail
+
+
+class TokenMissing(VerifierError):
+    """No session token was sent."""
+
+
+class TokenInvalid(VerifierError):
+    """The session token is unknown, revoked or malformed."""
+
+
+class TokenExpired(VerifierError):
+    """The session's lifetime has passed."""
+
+
+class PasswordExpired(VerifierError):
+    """The user must change an expired password."""
+
+
+class UserBlocked(VerifierError):
+    """The platform has blocked the user."""
+
+
+class UserMismatch(VerifierError):
+    """The userId in the request is not the session's user."""
+
+
+class BadRequest(VerifierError):
+    """The request is malformed."""
+
+
+class ValidationFailed(VerifierError):
+    """Some fields are invalid; `fields` maps each bad field to its messages."""
+
+    def __init__(self, fields: Mapping[str, Any]) -> None:
+        self.fields = {name: _messages(msgs) for name, msgs in fields.items()}
+        summary = "; ".join(f"{name}: {' '.join(msgs)}" for name, msgs in self.fields.items())
+        super().__init__(f"invalid fields: {summary}")
+
+
+class TokenConflict(VerifierError):
+    """That token is already registered for a session."""
+
+
+class UserNotFound(VerifierError):
+    """No such user is known."""
+
+
+class StoreUnavailable(VerifierError):
+    """The session store cannot be reached or answered too slowly."""
+
+
+class ConfigError(VerifierError):
+    """The configuration is invalid; `problems` has one line per bad variable."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("invalid configuration: " + "; ".join(self.problems))
+
+
+def _messages(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, Mapping):
+        return [f"{k}: {' '.join(_messages(v))}" for k, v in value.items()]
+    return [str(v) for v in value]
+
+
+# The whole mapping from condition to answer: (status, code, envelope message, human message).
+ANSWERS: dict[type[VerifierError], tuple[int, str, str, str]] = {
+    BadRequest: (400, "bad_request", "Bad request", "The request body is not valid."),
+    ValidationFailed: (400, "invalid_fields", "Bad request", "Some fields are invalid."),
+    TokenMissing: (401, "missing_token", "Unauthorized",
+                   "No session token was sent in the Authorization header."),
+    TokenInvalid: (401, "invalid_token", "Unauthorized",
+                   "The session token is unknown, revoked or malformed."),
+    TokenExpired: (401, "expired_token", "Unauthorized", "The session has expired."),
+    PasswordExpired: (403, "password_expired", "Forbidden",
+                      "The user's password has expired and must be changed."),
+    UserBlocked: (403, "user_blocked", "Forbidden", "The platform has blocked this user."),
+    UserMismatch: (403, "user_mismatch", "Forbidden",
+                   "The userId in the request is not the session's user."),
+    UserNotFound: (404, "user_not_found", "Not found", "No such user is known."),
+    TokenConflict: (409, "token_exists", "Conflict", "That token is already registered."),
+    StoreUnavailable: (503, "unavailable", "Service unavailable",
+                       "The session store is unavailable; retry shortly."),
+}
+
+# Werkzeug's own HTTP errors (routing, body size) in the same envelope.
+HTTP_ANSWERS: dict[int, tuple[str, str, str]] = {
+    400: ("bad_request", "Bad request", "The request is malformed."),
+    404: ("not_found", "Not found", "There is nothing at this path."),
+    405: ("method_not_allowed", "Method not allowed", "This path does not answer that method."),
+    413: ("payload_too_large", "Payload too large", "The request body is over the size limit."),
+    500: ("internal_error", "Internal error", "An unexpected error occurred."),
+}
+
+RETRY_AFTER_SECONDS = "1"
+
+
+def envelope(status: int, code: str, message: str, detail: str,
+             extra: Sequence[Mapping[str, Any]] = ()) -> Response:
+    """The one error envelope: status, a machine-readable code and a human message."""
+    from flask import jsonify
+
+    errors = [{"code": code, "message": detail}, *extra]
+    response = jsonify(status="error", message=message, isSuccess=False, errors=errors)
+    response.status_code = status
+    if status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+    if status == 503:
+        response.headers["Retry-After"] = RETRY_AFTER_SECONDS
+    return response
+
+
+def answer_for(error: VerifierError) -> Response:
+    """Turn a domain error into its JSON answer."""
+    status, code, message, human = ANSWERS[_answer_key(error)]
+    extra: list[dict[str, Any]] = []
+    if isinstance(error, ValidationFailed):
+        extra = [{"code": "invalid_field", "field": name, "message": " ".join(msgs)}
+                 for name, msgs in error.fields.items()]
+    elif isinstance(error, BadRequest) and error.detail:
+        human = error.detail
+    return envelope(status, code, message, human, extra)
+
+
+def _answer_key(error: VerifierError) -> type[VerifierError]:
+    for cls in type(error).__mro__:
+        if cls in ANSWERS:
+            return cls  # type: ignore[return-value]
+    raise LookupError(f"no answer is defined for {type(error).__name__}")
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Make every error, domain or HTTP (404, 405, 413, 500), answer in the one envelope."""
+    from werkzeug.exceptions import HTTPException
+
+    @app.errorhandler(VerifierError)
+    def _domain(error: VerifierError) -> Response:
+        if isinstance(error, StoreUnavailable):
+            log.error("store unavailable: %s", error.detail or error)
+        return answer_for(error)
+
+    @app.errorhandler(HTTPException)
+    def _http(error: HTTPException) -> Response:
+        status = error.code or 500
+        code, message, human = HTTP_ANSWERS.get(
+            status, (f"http_{status}", error.name, error.description or error.name))
+        response = envelope(status, code, message, human)
+        if status == 405 and hasattr(error, "valid_methods") and error.valid_methods:
+            response.headers["Allow"] = ", ".join(sorted(error.valid_methods))
+        return response
+
+    @app.errorhandler(Exception)
+    def _unexpected(error: Exception) -> Response:
+        log.exception("unexpected error: %s", type(error).__name__)
+        return envelope(500, *HTTP_ANSWERS[500])

@@ -1,0 +1,22 @@
+"""Health endpoints for load balancers: liveness touches nothing, readiness pings the store."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify
+
+from .web import services
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/livez")
+def livez() -> Response:
+    """200 while the process serves requests."""
+    return jsonify(status="ok")
+
+
+@bp.get("/readyz")
+def readyz() -> Response:
+    """200 only when the store answers PING within its timeout; 503 (unavailable) otherwise."""
+    services().store.ping()
+    return jsonify(status="ready")

@@ -1,0 +1,47 @@
+"""What every blueprint needs from a request: the services create_app built, and a JSON body."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from flask import current_app, request
+
+from .config import Settings
+from .errors import BadRequest
+from .sessions import SessionManager
+from .store import SessionStore
+
+EXTENSION = "verifier"
+
+
+@dataclass(frozen=True)
+class Services:
+    """The objects create_app built once per process; views reach them through `services()`."""
+
+    settings: Settings
+    store: SessionStore
+    sessions: SessionManager
+
+
+def services() -> Services:
+    """The current app's services."""
+    return current_app.extensions[EXTENSION]  # type: ignore[no-any-return]
+
+
+def json_body() -> Any:
+    """The request body parsed as JSON, None when there is none; BadRequest when it is not JSON.
+
+    Werkzeug raises 413 here when the body is over MAX_CONTENT_LENGTH.
+    """
+    raw = request.get_data(cache=True)
+    if not raw.strip():
+        return None
+    try:
+        parsed = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise BadRequest("The body is not valid JSON.") from None
+    if parsed is None:
+        raise BadRequest("The body must be a JSON object, not null.")
+    return parsed

@@ -1,0 +1,3 @@
+from verifier import create_app
+
+app = create_app()
