@@ -132,7 +132,7 @@ class Gunicorn:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = tmp_path / f"gunicorn-{self.port}.log"
         full_env = {**os.environ, "VERIFIER_BIND": f"127.0.0.1:{self.port}", **env}
-        self._log = open(self.log_path, "wb")
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop())
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", "python:verifier.gunicorn_conf", "wsgi:app"],
             cwd=ROOT, env=full_env, stdout=self._log, stderr=subprocess.STDOUT)

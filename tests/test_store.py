@@ -7,8 +7,8 @@ import time
 
 import pytest
 import redis
-
 from conftest import PROFILE
+
 from verifier import tokens
 from verifier.errors import StoreUnavailable, TokenConflict
 from verifier.store import NewSession, Outcome, RedisSessionStore, SessionRef, connect

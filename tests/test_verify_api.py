@@ -6,9 +6,8 @@ import json
 from collections.abc import Callable
 
 import pytest
-from flask.testing import FlaskClient
-
 from conftest import PROFILE, FakeClock
+from flask.testing import FlaskClient
 
 PATH = "/api/v1/mozarto/verify-user"
 SUCCESS = {"status": "success", "message": "User verified", "isSuccess": True, "data": PROFILE}

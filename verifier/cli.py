@@ -37,7 +37,7 @@ class VerifierGroup(click.Group):
 class _Failure(click.ClickException):
     def __init__(self, message: str, exit_code: int = 1) -> None:
         super().__init__(message)
-        self.exit_code = exit_code
+        self.exit_code = exit_code  # type: ignore[misc]
 
     def show(self, file: Any = None) -> None:
         click.echo(f"verifier: {self.format_message()}", err=True)

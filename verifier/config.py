@@ -38,7 +38,7 @@ def _redis_url(raw: str) -> str:
         raise ValueError("a unix:// URL needs a socket path, e.g. unix:///run/redis.sock")
     if parts.scheme != "unix" and not parts.hostname:
         raise ValueError("needs a host, e.g. redis://127.0.0.1:6379/0")
-    parts.port  # raises ValueError on a bad port
+    _ = parts.port  # raises ValueError on a bad port
     return raw
 
 

@@ -47,7 +47,7 @@ def is_plausible_phone(phone: str, country_code: str | None) -> bool:
     return phonenumbers.is_possible_number(number)
 
 
-class UserIdField(fields.Field):
+class UserIdField(fields.Field):  # type: ignore[type-arg]
     """A user id: a string, or an integer (Mozarto's older page sends numbers), always a string out."""
 
     default_error_messages = {"invalid": "Must be a string or an integer."}
@@ -141,7 +141,7 @@ def load_profile(data: Any) -> dict[str, str]:
     if not isinstance(data, Mapping):
         raise BadRequest("The profile must be a JSON object.")
     try:
-        profile = PROFILE.load(data)
+        profile: dict[str, str] = PROFILE.load(data)
     except ValidationError as exc:
         raise ValidationFailed(_field_errors(exc)) from None
     if profile.get("emailVerified") is None:
@@ -170,12 +170,14 @@ def load_verify_request(data: Any) -> str | None:
         loaded = VERIFY_REQUEST.load(data)
     except ValidationError as exc:
         raise BadRequest(f"userId: {' '.join(_field_errors(exc).get('userId', ['is invalid.']))}") from None
-    return loaded.get("userId")
+    user_id: str | None = loaded.get("userId")
+    return user_id
 
 
 def dump_verified(profile: Mapping[str, str]) -> dict[str, Any]:
     """The success envelope for a verified user."""
-    return VERIFIED_ENVELOPE.dump({"data": profile})
+    envelope: dict[str, Any] = VERIFIED_ENVELOPE.dump({"data": profile})
+    return envelope
 
 
 def _field_errors(exc: ValidationError) -> dict[str, list[str]]:

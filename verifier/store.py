@@ -313,7 +313,7 @@ class RedisSessionStore:
         outcome = Outcome(int(reply[0]))
         if outcome is not Outcome.VERIFIED:
             return VerifyResult(outcome)
-        profile = {key: _decode(value) for key, value in zip(PROFILE_KEYS, reply[1:])
+        profile = {key: _decode(value) for key, value in zip(PROFILE_KEYS, reply[1:], strict=True)
                    if value is not None}
         return VerifyResult(outcome, profile)  # type: ignore[arg-type]
 
@@ -343,11 +343,12 @@ class RedisSessionStore:
 
     def list_sessions(self, user_id: str, tag: str, now_ms: int) -> list[SessionInfo]:
         with _store_errors():
-            hashes = [_decode(h) for h in self.client.zrangebyscore(
-                self.index_key(tag, user_id), now_ms, "+inf")]
+            members: list[bytes] = self.client.zrangebyscore(  # type: ignore[assignment]
+                self.index_key(tag, user_id), now_ms, "+inf")
+            hashes = [_decode(h) for h in members]
             values = self.client.mget([self.session_key(tag, str(h)) for h in hashes]) if hashes else []
         sessions = []
-        for token_hash, raw in zip(hashes, values):
+        for token_hash, raw in zip(hashes, values, strict=True):
             if raw is None:
                 continue
             created, expires, idle, last, _ = str(_decode(raw)).split("|", 4)

@@ -1,0 +1,67 @@
+"""The profile schema: every bad field named, nothing else accepted."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import PROFILE
+
+from verifier import schemas
+from verifier.errors import BadRequest, ValidationFailed
+
+
+def test_valid_profile_loads_unchanged() -> None:
+    assert schemas.load_profile(PROFILE) == PROFILE
+
+
+def test_integer_user_id_becomes_a_string() -> None:
+    assert schemas.load_profile({**PROFILE, "userId": 42})["userId"] == "42"
+
+
+def test_email_verified_is_optional() -> None:
+    profile = {k: v for k, v in PROFILE.items() if k != "emailVerified"}
+    assert schemas.load_profile(profile) == profile
+    assert "emailVerified" not in schemas.load_profile({**profile, "emailVerified": None})
+
+
+@pytest.mark.parametrize("field,value", [
+    ("email", "not-an-email"), ("emailVerified", "nope"), ("countryCode", "gb"),
+    ("countryCode", "XX"), ("countryCode", "GBR"), ("phone", "call me"), ("phone", "12"),
+    ("firstName", ""), ("lastName", "   "), ("firstName", "Ada\nLovelace"), ("userId", ""),
+    ("userId", True), ("userId", "x" * 129), ("email", 5),
+])
+def test_each_bad_field_is_named(field: str, value: object) -> None:
+    with pytest.raises(ValidationFailed) as info:
+        schemas.load_profile({**PROFILE, field: value})
+    assert list(info.value.fields) == [field]
+
+
+def test_all_missing_fields_are_named_together() -> None:
+    with pytest.raises(ValidationFailed) as info:
+        schemas.load_profile({})
+    assert set(info.value.fields) == set(schemas.REQUIRED_PROFILE_FIELDS)
+
+
+def test_unknown_fields_are_refused() -> None:
+    with pytest.raises(ValidationFailed) as info:
+        schemas.load_profile({**PROFILE, "isAdmin": True})
+    assert "isAdmin" in info.value.fields
+
+
+def test_national_phone_is_read_in_the_users_country() -> None:
+    assert schemas.load_profile({**PROFILE, "phone": "01234 567890"})["phone"] == "01234 567890"
+
+
+def test_profile_must_be_an_object() -> None:
+    with pytest.raises(BadRequest):
+        schemas.load_profile(["u-1"])
+
+
+def test_merge_keeps_the_user_id() -> None:
+    with pytest.raises(ValidationFailed):
+        schemas.merge_profile(PROFILE, {"userId": "u-2"})
+    assert schemas.merge_profile(PROFILE, {"lastName": "Byron"})["lastName"] == "Byron"
+
+
+def test_success_envelope() -> None:
+    assert schemas.dump_verified(PROFILE) == {
+        "status": "success", "message": "User verified", "isSuccess": True, "data": PROFILE}
