@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import IO, Any
 
 import click
 
+from .cashier import COMPANY_TOKEN_VARIABLE, as_curl, as_json, cashier_headers
 from .config import Settings, load_settings
 from .embedded import EmbeddedValkey
 from .errors import ConfigError, StoreUnavailable, ValidationFailed, VerifierError
+from .probe import DEFAULT_TIMEOUT_SECONDS, Prober, ProbeUsageError, format_report
 from .sessions import SessionManager
+from .token_check import Form, check_user_token
+from .tokens import is_acceptable_token
+from .user_tokens import UserTokenIssuer
 
 GUNICORN_APP = "verifier:create_app()"
 
@@ -202,6 +208,163 @@ def user_update(user_id: str, **profile: str | None) -> None:
     """Change some of a user's details; seen by the next verification of every session."""
     _sessions().update_profile(user_id, _profile(None, **profile))
     click.echo("updated", err=True)
+
+
+@cli.group("user-token")
+def user_token() -> None:
+    """Mint and check x-user-tokens, Mozarto's mode without a callback."""
+
+
+def _read_value(value: str, what: str) -> str:
+    """The value itself, or stdin when it is '-' (less shell history); one final newline dropped."""
+    if value != "-":
+        return value
+    stdin = click.get_text_stream("stdin")
+    if stdin.isatty():
+        raise click.UsageError(f"{what}: '-' reads stdin, which is a terminal; pipe the value in")
+    text = stdin.read()
+    return text[:-2] if text.endswith("\r\n") else text[:-1] if text.endswith("\n") else text
+
+
+def _issuer() -> UserTokenIssuer:
+    return UserTokenIssuer.from_settings(_settings())
+
+
+@user_token.command("mint")
+@click.option("--user-id", default=None, help="The platform's user id (with the profile options).")
+@profile_options
+@click.option("--session", "session_token", metavar="TOKEN", default=None,
+              help="Take the profile from this live session ('-': read it from stdin).")
+@click.option("--from-file", "from_file", type=click.File("r"), default=None,
+              help="Take the profile from a JSON file ('-': stdin).")
+@click.option("--ttl", type=click.IntRange(min=1), default=None,
+              help="Lifetime in seconds (default VERIFIER_USER_TOKEN_TTL_SECONDS).")
+@click.option("--json", "as_json", is_flag=True, help="Print the token, its claims and expiry as JSON.")
+def user_token_mint(user_id: str | None, session_token: str | None, from_file: IO[str] | None,
+                    ttl: int | None, as_json: bool, **profile: str | None) -> None:
+    """Sign a user's details with MOZARTO_SECRET_KEY; prints the bare JWT on stdout.
+
+    Send it as `x-user-token: Bearer <jwt>`. The profile comes from exactly one source: the
+    profile options (--user-id and the rest), --session or --from-file.
+    """
+    from_options = user_id is not None or any(v is not None for v in profile.values())
+    sources = [name for name, given in (("the profile options", from_options),
+                                        ("--session", session_token is not None),
+                                        ("--from-file", from_file is not None)) if given]
+    if len(sources) != 1:
+        raise click.UsageError("give the profile by exactly one of --user-id with the profile "
+                               "options, --session or --from-file"
+                               + (f" (got {' and '.join(sources)})" if sources else ""))
+    issuer = _issuer()  # before any store or file work: a missing key is the likeliest mistake
+    if session_token is not None:
+        # Looking the session up counts as a verification: minting is a use of the session.
+        source: Any = _sessions().verify_session(_read_value(session_token, "--session"))
+    elif from_file is not None:
+        try:
+            source = json.load(from_file)
+        except ValueError as exc:
+            raise click.BadParameter(f"not JSON: {exc}", param_hint="--from-file") from None
+    else:
+        source = _profile(user_id, **profile)
+    issued = issuer.issue(source, ttl)
+    if as_json:
+        click.echo(json.dumps({"userToken": issued.token, "header": issued.header_value,
+                               "expiresAt": issued.expires_at, "claims": issued.claims}, indent=2))
+    else:
+        click.echo(issued.token)
+
+
+@user_token.command("check")
+@click.argument("token", required=False, default="-")
+@click.option("--form", type=click.Choice([f.value for f in Form]), default=Form.AUTO.value,
+              show_default=True,
+              help="What TOKEN is: the header value 'Bearer <jwt>', the bare jwt, or either.")
+@click.option("--strict", is_flag=True, help="Fail on warnings too.")
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+def user_token_check(token: str, form: str, strict: bool, as_json: bool) -> None:
+    """Report everything that would make Mozarto fail on an x-user-token or mis-identify the user.
+
+    TOKEN is the x-user-token header value ('-' or nothing: read stdin). Exit 0 when there are no
+    errors (warnings too with --strict), 1 otherwise, 2 on usage errors. The signature is checked
+    when MOZARTO_SECRET_KEY is set.
+    """
+    raw = _read_value(token, "TOKEN")
+    report = check_user_token(raw, secret_key=_settings().mozarto_secret_key, form=Form(form))
+    ok = report.passed(strict)
+    if as_json:
+        click.echo(json.dumps({"ok": ok, "errors": len(report.errors),
+                               "warnings": len(report.warnings),
+                               "findings": [f.as_dict() for f in report.findings],
+                               "header": report.header, "payload": report.payload}, indent=2))
+    else:
+        for finding in report.findings:
+            click.echo(f"{finding.severity.value:<8} {finding.code:<22} {finding.message}")
+        click.echo(f"{'OK' if ok else 'FAILED'}: {len(report.errors)} errors, "
+                   f"{len(report.warnings)} warnings")
+    sys.exit(0 if ok else 1)
+
+
+@cli.command("probe")
+@click.argument("url")
+@click.option("--token", required=True,
+              help="A live session token of a test user ('-': read it from stdin).")
+@click.option("--user-id", default=None, help="That user's id, sent as Mozarto sends it.")
+@click.option("--timeout", type=click.FloatRange(min=0.1, max=60), default=DEFAULT_TIMEOUT_SECONDS,
+              show_default=True, help="Seconds to wait for each answer.")
+@click.option("--strict", is_flag=True, help="Fail on warnings too.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def probe_command(url: str, token: str, user_id: str | None, timeout: float, strict: bool,
+                  as_json: bool) -> None:
+    """Call a User Auth URL the way Mozarto does, then the failure cases, and check every answer.
+
+    Exit 0 when every check passes (warnings allowed unless --strict), 1 otherwise, 2 on usage
+    errors. Works against any implementation of the User Auth URL.
+    """
+    try:
+        prober = Prober(url, _read_value(token, "--token"), user_id, timeout_seconds=timeout)
+    except ProbeUsageError as exc:
+        raise click.UsageError(str(exc)) from None
+    report = prober.run()
+    if as_json:
+        click.echo(json.dumps(report.as_dict(strict), indent=2))
+    else:
+        click.echo(format_report(report, strict))
+    sys.exit(0 if report.passed(strict) else 1)
+
+
+@cli.command("cashier-headers")
+@click.option("--session", "session_token", metavar="TOKEN", default=None,
+              help="x-user-authorization mode: the user's session token ('-': stdin).")
+@click.option("--user-token", metavar="JWT", default=None,
+              help="x-user-token mode: the bare x-user-token JWT ('-': stdin).")
+@click.option("--format", "fmt", type=click.Choice(["curl", "json"]), default="curl",
+              show_default=True)
+@click.option("--reveal", is_flag=True, help="Print the tokens instead of masking them.")
+def cashier_headers_command(session_token: str | None, user_token: str | None, fmt: str,
+                            reveal: bool) -> None:
+    """Print the headers of a Pay-In or Pay-Out call; the company JWT is MOZARTO_COMPANY_TOKEN."""
+    if (session_token is None) == (user_token is None):
+        raise click.UsageError("give exactly one of --session and --user-token")
+    company = _settings().mozarto_company_token
+    if not company:
+        raise _Failure(f"configuration error: {COMPANY_TOKEN_VARIABLE} is not set: export the "
+                       "company JWT from Mozarto's Admin Center (API Credentials)", 2)
+    if session_token is not None:
+        session_token = _read_value(session_token, "--session")
+        if not is_acceptable_token(session_token):
+            raise click.BadParameter("not a session token (visible ASCII, no spaces)",
+                                     param_hint="--session")
+    else:
+        user_token = _read_value(user_token or "", "--user-token")
+        report = check_user_token(user_token, secret_key=_settings().mozarto_secret_key,
+                                  form=Form.JWT)
+        for finding in report.errors + report.warnings:
+            click.echo(f"verifier: {finding.severity.value}: {finding.code}: {finding.message}",
+                       err=True)
+        if report.errors:
+            raise _Failure("the x-user-token would fail at Mozarto; see `verifier user-token check`")
+    headers = cashier_headers(company, session_token=session_token, user_token=user_token)
+    click.echo(as_curl(headers, reveal) if fmt == "curl" else as_json(headers, reveal))
 
 
 def main() -> None:

@@ -51,6 +51,17 @@ def _bind(raw: str) -> str:
     return raw
 
 
+# RFC 7518 3.2: an HS256 key must be at least as long as the hash; PyJWT warns below it.
+SECRET_KEY_MIN_BYTES = 32
+
+
+def _secret_key(raw: str) -> str:
+    if len(raw.encode("utf-8")) < SECRET_KEY_MIN_BYTES:
+        raise ValueError(f"must be at least {SECRET_KEY_MIN_BYTES} bytes (HS256 needs a 256-bit key); "
+                         "copy the Secret key from Mozarto's Admin Center, API Credentials")
+    return raw
+
+
 def _key_prefix(raw: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,32}", raw):
         raise ValueError("must be 1-32 characters of letters, digits, '_', '.' or '-'")
@@ -107,6 +118,15 @@ VARIABLES: tuple[Var, ...] = (
     Var("VERIFIER_DATA_DIR", "data_dir", Path, "var",
         "Where the embedded Valkey keeps its data (append-only file on)."),
     Var("VERIFIER_LOG_LEVEL", "log_level", _log_level, "INFO", "Log level."),
+    Var("MOZARTO_SECRET_KEY", "mozarto_secret_key", _secret_key, None,
+        "The Secret key from Mozarto's Admin Center (API Credentials): signs and checks x-user-tokens.",
+        secret=True),
+    Var("MOZARTO_COMPANY_TOKEN", "mozarto_company_token", str, None,
+        "The company JWT from Mozarto's Admin Center, for `verifier cashier-headers`.", secret=True),
+    Var("VERIFIER_USER_TOKEN_TTL_SECONDS", "user_token_ttl_seconds", _positive_int, "300",
+        "Lifetime of a minted x-user-token (its exp)."),
+    Var("VERIFIER_USER_TOKEN_SKEW_SECONDS", "user_token_skew_seconds", _non_negative_int, "30",
+        "How far a minted x-user-token's iat is backdated, for receivers whose clock is behind."),
 )
 
 
@@ -130,6 +150,10 @@ class Settings:
     threads: int
     data_dir: Path
     log_level: str
+    mozarto_secret_key: str | None
+    mozarto_company_token: str | None
+    user_token_ttl_seconds: int
+    user_token_skew_seconds: int
 
     @property
     def listen_address(self) -> str:
@@ -183,7 +207,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             values[var.field] = var.coerce(raw.strip())
         except ValueError as exc:
             reason = str(exc) if not str(exc).startswith("invalid literal") else "must be an integer"
-            problems.append(f"{var.name}={raw!r}: {reason}")
+            # A secret's value never reaches the screen, not even a wrong one.
+            shown = _mask(raw.strip()) if var.secret else raw
+            problems.append(f"{var.name}={shown!r}: {reason}")
     if not problems:
         _check_consistency(values, problems)
     if problems:

@@ -77,6 +77,14 @@ class ConfigError(VerifierError):
         super().__init__("invalid configuration: " + "; ".join(self.problems))
 
 
+class UserTokensNotConfigured(ConfigError):
+    """x-user-tokens cannot be minted or checked: the Secret key is missing or too short."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__([problem])
+        self.detail = problem
+
+
 def _messages(value: Any) -> list[str]:
     if isinstance(value, str):
         return [value]
@@ -103,6 +111,8 @@ ANSWERS: dict[type[VerifierError], tuple[int, str, str, str]] = {
     TokenConflict: (409, "token_exists", "Conflict", "That token is already registered."),
     StoreUnavailable: (503, "unavailable", "Service unavailable",
                        "The session store is unavailable; retry shortly."),
+    UserTokensNotConfigured: (501, "not_configured", "Not implemented",
+                              "This server has no MOZARTO_SECRET_KEY, so it mints no x-user-tokens."),
 }
 
 # Werkzeug's own HTTP errors (routing, body size) in the same envelope.
