@@ -219,7 +219,7 @@ def _read_value(value: str, what: str) -> str:
     """The value itself, or stdin when it is '-' (less shell history); one final newline dropped."""
     if value != "-":
         return value
-    stdin = click.get_text_stream("stdin")
+    stdin = sys.stdin
     if stdin.isatty():
         raise click.UsageError(f"{what}: '-' reads stdin, which is a terminal; pipe the value in")
     text = stdin.read()

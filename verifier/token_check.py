@@ -214,7 +214,7 @@ class _Checker:
     def check_algorithm(self, token: str) -> None:
         assert self.header is not None
         alg = self.header.get("alg")
-        if alg is None:
+        if "alg" not in self.header:
             self.error("alg_missing", "The JWT header has no 'alg'; Mozarto expects HS256.")
         elif not isinstance(alg, str) or alg.lower() == "none":
             self.error("alg_none",
