@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from .tokens import fingerprint
 
-COMPANY_TOKEN_VARIABLE = "MOZARTO_COMPANY_TOKEN"
+COMPANY_TOKEN_VARIABLE = "MOZARTO_COMPANY_TOKEN"  # noqa: S105 (a variable name)
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,8 @@ class Header:
         """The value, with its secret masked unless `reveal`."""
         if self.secret is None:
             return self.prefix
-        shown = self.secret if reveal else f"<masked {len(self.secret)} chars, sha256 {fingerprint(self.secret)}>"
+        shown = self.secret if reveal else \
+            f"<masked {len(self.secret)} chars, sha256 {fingerprint(self.secret)}>"
         return f"{self.prefix}{shown}"
 
 

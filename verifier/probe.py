@@ -25,10 +25,10 @@ SLOW_MS = 1000.0
 JSON_TYPES = ("application/json",)
 
 
-class Result(str, enum.Enum):
+class Result(enum.StrEnum):
     """The outcome of one check: FAIL fails the probe; WARN only with --strict."""
 
-    PASS = "pass"
+    PASS = "pass"  # noqa: S105 (a check result)
     WARN = "warn"
     FAIL = "fail"
 
@@ -267,7 +267,8 @@ class Prober:
     def check_success(self, sent: tuple[Step, requests.Response]) -> str | None:
         step, response = sent
         body = self.check_common(step, response)
-        if body is None:
+        if body is None or response.status_code != 200:
+            # A denial is not a malformed success: the status check already says why.
             return None
         envelope_ok = all([
             step.expect(body.get("status") == "success", "envelope_status",

@@ -25,7 +25,7 @@ _BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
 _BEARER = re.compile(r"(?i)bearer(?=[ \t:]|$)")
 
 
-class Severity(str, enum.Enum):
+class Severity(enum.StrEnum):
     """How bad a finding is: errors fail the check; warnings only with --strict."""
 
     ERROR = "error"
@@ -33,7 +33,7 @@ class Severity(str, enum.Enum):
     INFO = "info"
 
 
-class Form(str, enum.Enum):
+class Form(enum.StrEnum):
     """What the input to `check` is.
 
     HEADER: the x-user-token header value, `Bearer <jwt>` as Mozarto's examples send it.
@@ -175,7 +175,7 @@ class _Checker:
                        "Mozarto hangs and answers 504 when x-user-token is not a JWT.")
             return False
         names = ("header", "payload", "signature")
-        for name, segment in zip(names, segments):
+        for name, segment in zip(names, segments, strict=True):
             if not _BASE64URL.fullmatch(segment):
                 self.error("not_a_jwt",
                            f"The {name} part has characters outside base64url (A-Z a-z 0-9 - _, "

@@ -16,7 +16,7 @@ from .errors import UserTokensNotConfigured, ValidationFailed
 
 # Every example on Mozarto's pages signs with HS256, and the Secret key is a shared secret.
 ALGORITHM = "HS256"
-SECRET_KEY_VARIABLE = "MOZARTO_SECRET_KEY"
+SECRET_KEY_VARIABLE = "MOZARTO_SECRET_KEY"  # noqa: S105 (a variable name)
 
 
 def secret_key_bytes(secret_key: str | bytes | None) -> bytes:
