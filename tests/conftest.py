@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -177,3 +179,59 @@ def gunicorn(tmp_path: Path) -> Iterator[Callable[..., Gunicorn]]:
     yield start
     for server in started:
         server.stop()
+
+
+class OwnValkey:
+    """A Valkey of one test's own on a fixed port, to stop, restart, pause, freeze or kill.
+
+    Append-only with an fsync per write, so sessions survive even a SIGKILL; DEBUG is enabled for
+    DEBUG SLEEP.
+    """
+
+    def __init__(self, data_dir: Path, **config: str) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.server = ValkeyServer(port=self.port, data_dir=data_dir, config={
+            "appendonly": "yes", "appendfsync": "always", "enable-debug-command": "yes", **config})
+        self._pid: int | None = None
+
+    def start(self) -> None:
+        self.server.start()
+        with self.admin() as admin:
+            self._pid = int(admin.info("server")["process_id"])
+
+    def stop(self) -> None:
+        """Shut down gracefully (SIGTERM); the port is closed until start()."""
+        self.server.stop()
+
+    def kill(self) -> None:
+        """SIGKILL: no goodbye, no final write."""
+        self.server.terminate()
+
+    def freeze(self) -> None:
+        """SIGSTOP: the kernel still accepts connections, nothing answers."""
+        assert self._pid is not None
+        os.kill(self._pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self._pid is not None
+        os.kill(self._pid, signal.SIGCONT)
+
+    def admin(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url, socket_timeout=5)
+
+    def close(self) -> None:
+        if self._pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._pid, signal.SIGCONT)
+        if self.server.is_running():
+            self.server.stop()
+
+
+@pytest.fixture
+def own_valkey(tmp_path: Path) -> Iterator[OwnValkey]:
+    """A started Valkey for this test alone (see OwnValkey)."""
+    server = OwnValkey(tmp_path / "own-valkey")
+    server.start()
+    yield server
+    server.close()

@@ -20,7 +20,7 @@ def test_store_down_livez_200_readyz_503(settings) -> None:
     response = client.get("/readyz")
     assert response.status_code == 503
     assert response.headers["Retry-After"]
-    assert response.get_json()["errors"][0]["code"] == "unavailable"
+    assert response.get_json()["errors"][0]["code"] == "not_ready"
 
 
 def test_verify_with_store_down_is_503_never_401(settings) -> None:

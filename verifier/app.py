@@ -9,6 +9,7 @@ from flask import Flask, Response
 from . import health, verify
 from .config import Settings, load_settings
 from .errors import register_error_handlers
+from .readiness import Readiness
 from .sessions import Clock, SessionManager
 from .store import RedisSessionStore, connect
 from .web import EXTENSION, Services
@@ -27,7 +28,7 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
         default_idle_seconds=settings.session_idle_timeout_seconds,
         **({"clock": clock} if clock else {}),
     )
-    return Services(settings, store, manager)
+    return Services(settings, store, manager, Readiness(store))
 
 
 def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> Flask:

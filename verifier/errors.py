@@ -69,6 +69,14 @@ class StoreUnavailable(VerifierError):
     """The session store cannot be reached or answered too slowly."""
 
 
+class NotReady(VerifierError):
+    """The store has failed repeated readiness checks, or has not answered yet."""
+
+
+class ShuttingDown(VerifierError):
+    """This process is shutting down; requests in flight complete, new traffic goes elsewhere."""
+
+
 class ConfigError(VerifierError):
     """The configuration is invalid; `problems` has one line per bad variable."""
 
@@ -113,6 +121,10 @@ ANSWERS: dict[type[VerifierError], tuple[int, str, str, str]] = {
                        "The session store is unavailable; retry shortly."),
     UserTokensNotConfigured: (501, "not_configured", "Not implemented",
                               "This server has no MOZARTO_SECRET_KEY, so it mints no x-user-tokens."),
+    NotReady: (503, "not_ready", "Service unavailable",
+               "Not ready: the session store has not answered the last readiness checks."),
+    ShuttingDown: (503, "shutting_down", "Service unavailable",
+                   "This process is shutting down; send new requests elsewhere."),
 }
 
 # Werkzeug's own HTTP errors (routing, body size) in the same envelope.

@@ -1,7 +1,11 @@
 """gunicorn configuration: `gunicorn -c python:verifier.gunicorn_conf wsgi:app`."""
 
+import signal
 import sys
+from types import FrameType
+from typing import Any
 
+from verifier import readiness
 from verifier.config import load_settings
 from verifier.errors import ConfigError
 
@@ -17,19 +21,51 @@ if _settings.redis_url is None:
     sys.exit(2)
 
 bind = [_settings.listen_address]
-# gthread: with keep-alive it ties gevent and beats sync on 2 cores (shared/notes), and needs no
-# monkey-patching; one process per core, threads to overlap the store round trips.
+# gthread, measured on 2 cores (shared/notes/performance-baseline.md, the real verify view with
+# keep-alive): gthread 2x8 2,484 req/s, gevent x2 2,240, sync x5 1,843. gevent only pulls ahead
+# when every store call waits ~1 ms (a store on another host) and needs monkey-patching; sync
+# wins only with `Connection: close`, and a load balancer keeps connections alive.
 worker_class = "gthread"
+# One process per core (more processes than cores measured slower); threads overlap store waits.
 workers = _settings.workers
 threads = _settings.threads
-# Longer than common load balancers' idle timeouts (AWS ALB 60 s), so the LB closes first.
-keepalive = 75
+# Longer than the idle timeouts of common load balancers (AWS ALB 60 s, Azure 240 s, Google Cloud
+# 600 s), so the balancer always closes an idle connection first and never sends a request down
+# one gunicorn is closing. A kept-alive connection costs a poller entry, not a thread.
+keepalive = 620
+# The arbiter restarts a worker whose main loop has been stuck this long.
 timeout = 30
-graceful_timeout = 20
-# Bounds on what a caller may send before the app sees it.
+# After SIGTERM: requests in flight finish (each is bounded well under a second by the store
+# timeouts), then the worker exits; inside the usual 30 s a platform waits before SIGKILL.
+graceful_timeout = 10
+# Bounds on what a caller may send before the app sees it (gunicorn answers 414 / 431 / 400).
 limit_request_line = 4094
 limit_request_fields = 64
 limit_request_field_size = 8190
 errorlog = "-"
 loglevel = _settings.log_level.lower()
 proc_name = "verifier"
+
+
+def post_worker_init(worker: Any) -> None:
+    """Chain the worker's SIGTERM handler so that readiness turns 503 the moment it arrives.
+
+    gunicorn 27 calls no hook on SIGTERM in a worker (worker_int is for SIGINT/SIGQUIT, worker_abort
+    for SIGABRT, on_exit runs in the arbiter); the gthread worker's own handler stops accepting
+    and lets the requests in flight finish within graceful_timeout.
+    """
+    graceful = signal.getsignal(signal.SIGTERM)
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        readiness.begin_shutdown()
+        if callable(graceful):
+            graceful(signum, frame)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    # signal.signal() makes the signal interrupt system calls again; gunicorn had turned that off.
+    signal.siginterrupt(signal.SIGTERM, False)
+
+
+def worker_int(worker: Any) -> None:
+    """SIGINT / SIGQUIT: the worker exits at once; say not ready for whatever still asks."""
+    readiness.begin_shutdown()

@@ -17,6 +17,6 @@ def livez() -> Response:
 
 @bp.get("/readyz")
 def readyz() -> Response:
-    """200 only when the store answers PING within its timeout; 503 (unavailable) otherwise."""
-    services().store.ping()
+    """200 while the store answers (with hysteresis); 503 not_ready or shutting_down otherwise."""
+    services().readiness.check()
     return jsonify(status="ready")

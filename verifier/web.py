@@ -10,6 +10,7 @@ from flask import current_app, request
 
 from .config import Settings
 from .errors import BadRequest
+from .readiness import Readiness
 from .sessions import SessionManager
 from .store import SessionStore
 
@@ -23,6 +24,7 @@ class Services:
     settings: Settings
     store: SessionStore
     sessions: SessionManager
+    readiness: Readiness
 
 
 def services() -> Services:
