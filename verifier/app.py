@@ -20,7 +20,9 @@ log = logging.getLogger("verifier")
 def build_services(settings: Settings, clock: Clock | None = None) -> Services:
     """The store and session manager for these settings (shared by the app and the CLI)."""
     store = RedisSessionStore(connect(settings), settings.key_prefix,
-                              settings.expired_grace_seconds * 1000)
+                              settings.expired_grace_seconds * 1000,
+                              wait_replicas=settings.redis_wait_replicas,
+                              wait_timeout_ms=settings.redis_wait_timeout_ms)
     manager = SessionManager(
         store,
         default_ttl_seconds=settings.session_ttl_seconds,

@@ -12,8 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
-
-REDIS_SCHEMES = ("redis", "rediss", "unix")
+from .topology import Topology, parse_redis_url
 
 
 def _positive_int(raw: str) -> int:
@@ -31,14 +30,20 @@ def _non_negative_int(raw: str) -> int:
 
 
 def _redis_url(raw: str) -> str:
-    parts = urlsplit(raw)
-    if parts.scheme not in REDIS_SCHEMES:
-        raise ValueError(f"must start with one of {', '.join(s + '://' for s in REDIS_SCHEMES)}")
-    if parts.scheme == "unix" and not parts.path:
-        raise ValueError("a unix:// URL needs a socket path, e.g. unix:///run/redis.sock")
-    if parts.scheme != "unix" and not parts.hostname:
-        raise ValueError("needs a host, e.g. redis://127.0.0.1:6379/0")
-    _ = parts.port  # raises ValueError on a bad port
+    parse_redis_url(raw)
+    return raw
+
+
+def _readable_file(raw: str) -> Path:
+    path = Path(raw)
+    if not path.is_file():
+        raise ValueError("no such file")
+    if not os.access(path, os.R_OK):
+        raise ValueError("cannot be read by this process")
+    return path
+
+
+def _text(raw: str) -> str:
     return raw
 
 
@@ -90,8 +95,27 @@ class Var:
 # The one table of everything verifier reads from its environment.
 VARIABLES: tuple[Var, ...] = (
     Var("VERIFIER_REDIS_URL", "redis_url", _redis_url, None,
-        "Store URL (redis://, rediss://, unix://). Unset: `verifier serve` runs an embedded Valkey.",
+        "Store URL: redis://, rediss://, unix://, redis+sentinel://h1,h2/master[/db], "
+        "redis+cluster://h1,h2 (rediss+... for TLS). Unset: `verifier serve` runs an embedded Valkey.",
         secret=True),
+    Var("VERIFIER_REDIS_USERNAME", "redis_username", _text, None,
+        "ACL user of the store's data nodes, when not given in the URL."),
+    Var("VERIFIER_REDIS_PASSWORD", "redis_password", _text, None,
+        "Password of the store's data nodes, when not given in the URL.", secret=True),
+    Var("VERIFIER_REDIS_SENTINEL_USERNAME", "redis_sentinel_username", _text, None,
+        "ACL user of the sentinels themselves (redis+sentinel:// only)."),
+    Var("VERIFIER_REDIS_SENTINEL_PASSWORD", "redis_sentinel_password", _text, None,
+        "Password of the sentinels themselves (redis+sentinel:// only).", secret=True),
+    Var("VERIFIER_REDIS_TLS_CA_FILE", "redis_tls_ca_file", _readable_file, None,
+        "PEM file of the CA(s) that signed the store's certificates (rediss... URLs only)."),
+    Var("VERIFIER_REDIS_TLS_CERT_FILE", "redis_tls_cert_file", _readable_file, None,
+        "PEM client certificate for mutual TLS (with VERIFIER_REDIS_TLS_KEY_FILE)."),
+    Var("VERIFIER_REDIS_TLS_KEY_FILE", "redis_tls_key_file", _readable_file, None,
+        "PEM private key of the client certificate."),
+    Var("VERIFIER_REDIS_WAIT_REPLICAS", "redis_wait_replicas", _non_negative_int, "0",
+        "Replicas that must hold a new session before its creation is confirmed (WAIT; 0: off)."),
+    Var("VERIFIER_REDIS_WAIT_TIMEOUT_MS", "redis_wait_timeout_ms", _positive_int, "100",
+        "How long a creation waits for those replicas before it fails with 503."),
     Var("VERIFIER_REDIS_CONNECT_TIMEOUT_MS", "redis_connect_timeout_ms", _positive_int, "250",
         "How long to wait for a connection to the store."),
     Var("VERIFIER_REDIS_TIMEOUT_MS", "redis_timeout_ms", _positive_int, "250",
@@ -138,6 +162,15 @@ class Settings:
     redis_connect_timeout_ms: int
     redis_timeout_ms: int
     redis_pool_size: int
+    redis_username: str | None
+    redis_password: str | None
+    redis_sentinel_username: str | None
+    redis_sentinel_password: str | None
+    redis_tls_ca_file: Path | None
+    redis_tls_cert_file: Path | None
+    redis_tls_key_file: Path | None
+    redis_wait_replicas: int
+    redis_wait_timeout_ms: int
     key_prefix: str
     session_ttl_seconds: int
     session_max_ttl_seconds: int
@@ -228,3 +261,35 @@ def _check_consistency(values: dict[str, Any], problems: list[str]) -> None:
             "VERIFIER_REDIS_TIMEOUT_MS / VERIFIER_REDIS_CONNECT_TIMEOUT_MS: must be under 1000, "
             "so that every answer, including 'the store is down', reaches Mozarto within a second"
         )
+    _check_store(values, problems)
+
+
+def _check_store(values: dict[str, Any], problems: list[str]) -> None:
+    url = values["redis_url"]
+    target = parse_redis_url(url) if url else None
+    tls_files = [name for name, field in (("VERIFIER_REDIS_TLS_CA_FILE", "redis_tls_ca_file"),
+                                          ("VERIFIER_REDIS_TLS_CERT_FILE", "redis_tls_cert_file"),
+                                          ("VERIFIER_REDIS_TLS_KEY_FILE", "redis_tls_key_file"))
+                 if values[field] is not None]
+    if tls_files and not (target and target.tls):
+        problems.append(f"{', '.join(tls_files)}: set, but VERIFIER_REDIS_URL is not a rediss... URL")
+    if (values["redis_tls_cert_file"] is None) != (values["redis_tls_key_file"] is None):
+        problems.append("VERIFIER_REDIS_TLS_CERT_FILE / VERIFIER_REDIS_TLS_KEY_FILE: "
+                        "give both (mutual TLS) or neither")
+    for field, name in (("username", "VERIFIER_REDIS_USERNAME"),
+                        ("password", "VERIFIER_REDIS_PASSWORD")):
+        if values[f"redis_{field}"] is not None and target and getattr(target, field) is not None:
+            problems.append(f"{name}: the URL has a {field} too; give it in one place only")
+    sentinel_auth = [name for name in ("VERIFIER_REDIS_SENTINEL_USERNAME",
+                                       "VERIFIER_REDIS_SENTINEL_PASSWORD")
+                     if values[name.removeprefix("VERIFIER_").lower()] is not None]
+    if sentinel_auth and not (target and target.topology is Topology.SENTINEL):
+        problems.append(f"{', '.join(sentinel_auth)}: set, but VERIFIER_REDIS_URL is not "
+                        "a redis+sentinel:// URL")
+    if values["redis_wait_replicas"] > 0:
+        if target is None:
+            problems.append("VERIFIER_REDIS_WAIT_REPLICAS: needs VERIFIER_REDIS_URL "
+                            "(the embedded Valkey has no replicas)")
+        if values["redis_wait_timeout_ms"] >= values["redis_timeout_ms"]:
+            problems.append("VERIFIER_REDIS_WAIT_TIMEOUT_MS: must be under VERIFIER_REDIS_TIMEOUT_MS "
+                            f"({values['redis_timeout_ms']}), or the client gives up before WAIT answers")

