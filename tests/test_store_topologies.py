@@ -1,0 +1,182 @@
+"""What only some topologies have: mutual TLS and ACL, WAIT for replicas, Sentinel and Cluster
+clients that cannot reach anything, and a Cluster slot that moves."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+import redis
+from conftest import PROFILE, free_port
+from redis_topologies import ACL_PASSWORD, ACL_USER, Cluster, SentinelGroup, TlsServer
+
+from verifier import tokens
+from verifier.app import create_app
+from verifier.config import Settings, load_settings
+from verifier.errors import StoreUnavailable, TokenConflict
+from verifier.store import NewSession, Outcome, RedisSessionStore, SessionRef, connect
+
+NOW = int(time.time() * 1000)
+
+
+def store_for(settings: Settings) -> RedisSessionStore:
+    return RedisSessionStore(connect(settings), settings.key_prefix, 60_000,
+                             wait_replicas=settings.redis_wait_replicas,
+                             wait_timeout_ms=settings.redis_wait_timeout_ms)
+
+
+def new_session(token: str | None = None, user_id: str = "u-1") -> NewSession:
+    token = token or tokens.mint_token(user_id)
+    ref = SessionRef(tokens.token_hash(token), tokens.minted_tag(token))
+    return NewSession(ref, user_id, tokens.routing_tag(user_id), NOW, NOW + 60_000, 0,
+                      registered=ref.tag is None)
+
+
+def tls_env(tls: TlsServer, **changes: str) -> dict[str, str]:
+    return {"VERIFIER_REDIS_URL": tls.url, "VERIFIER_REDIS_TLS_CA_FILE": str(tls.ca_file),
+            "VERIFIER_REDIS_TLS_CERT_FILE": str(tls.cert_file),
+            "VERIFIER_REDIS_TLS_KEY_FILE": str(tls.key_file),
+            "VERIFIER_REDIS_USERNAME": ACL_USER, "VERIFIER_REDIS_PASSWORD": ACL_PASSWORD, **changes}
+
+
+def test_mutual_tls_with_an_acl_user(tls_server: TlsServer) -> None:
+    store = store_for(load_settings(tls_env(tls_server)))
+    session = new_session()
+    store.create(session, PROFILE)
+    assert store.verify(session.ref, NOW + 1, None).profile == PROFILE
+
+
+def test_acl_credentials_in_the_url(tls_server: TlsServer) -> None:
+    url = f"rediss://{ACL_USER}:{ACL_PASSWORD}@127.0.0.1:{tls_server.server.port}/0"
+    env = tls_env(tls_server, VERIFIER_REDIS_URL=url)
+    del env["VERIFIER_REDIS_USERNAME"], env["VERIFIER_REDIS_PASSWORD"]
+    store_for(load_settings(env)).ping()
+
+
+@pytest.mark.parametrize("change", [
+    {"VERIFIER_REDIS_PASSWORD": "wrong"},
+    {"VERIFIER_REDIS_USERNAME": "default"},
+    {"VERIFIER_REDIS_TLS_CERT_FILE": "", "VERIFIER_REDIS_TLS_KEY_FILE": ""},  # no client cert
+    {"VERIFIER_REDIS_TLS_CA_FILE": ""},  # the server's certificate cannot be verified
+])
+def test_refused_tls_or_acl_is_store_unavailable(tls_server: TlsServer, change: dict[str, str]) -> None:
+    store = store_for(load_settings(tls_env(tls_server, **change)))
+    with pytest.raises(StoreUnavailable):
+        store.ping()
+    with pytest.raises(StoreUnavailable):
+        store.verify(new_session().ref, NOW, None)
+
+
+def test_with_wait_a_created_session_is_on_the_replica_when_create_returns(
+        sentinel_group: SentinelGroup, env: dict[str, str]) -> None:
+    settings = load_settings({**env, "VERIFIER_REDIS_URL": sentinel_group.url,
+                              "VERIFIER_REDIS_WAIT_REPLICAS": "1"})
+    store = store_for(settings)
+    replica_port = next(s.port for s in sentinel_group.data_nodes()
+                        if s.port != sentinel_group.master_port())
+    with redis.Redis(port=replica_port) as replica:
+        for token in (None, "platform-session-" + "r" * 30):
+            session = new_session(token)
+            store.create(session, PROFILE)
+            key = store.session_key(session.tag, session.ref.token_hash)
+            assert replica.exists(key) == 1
+            if session.registered:
+                assert replica.get(store.alias_key(session.ref.token_hash)) == session.tag.encode()
+
+
+@pytest.fixture(params=["standalone", "cluster"])
+def replica_less_env(request: pytest.FixtureRequest, env: dict[str, str]) -> dict[str, str]:
+    """A store with no replica at all, so that every WAIT for one times out."""
+    if request.param == "cluster":
+        cluster: Cluster = request.getfixturevalue("valkey_cluster")
+        env = {**env, "VERIFIER_REDIS_URL": cluster.url}
+    return {**env, "VERIFIER_REDIS_WAIT_REPLICAS": "1", "VERIFIER_REDIS_WAIT_TIMEOUT_MS": "20"}
+
+
+@pytest.mark.parametrize("token", [None, "platform-session-" + "w" * 30])
+def test_when_no_replica_confirms_creation_fails_and_leaves_nothing(
+        replica_less_env: dict[str, str], token: str | None) -> None:
+    settings = load_settings(replica_less_env)
+    store = store_for(settings)
+    session = new_session(token)
+    with pytest.raises(StoreUnavailable, match="WAIT: 0 of 1 replicas .* it was deleted"):
+        store.create(session, PROFILE)
+    assert store.verify(session.ref, NOW, None).outcome is Outcome.UNKNOWN
+    assert store.list_sessions("u-1", session.tag, NOW) == []
+    # So a retried registration of the same token is not refused as token_exists.
+    relaxed = store_for(settings.with_overrides(redis_wait_replicas=0))
+    relaxed.create(session, PROFILE)
+    with pytest.raises(TokenConflict):
+        relaxed.create(session, PROFILE)
+
+
+def test_a_conflict_under_wait_is_still_a_conflict_and_keeps_the_owner(
+        replica_less_env: dict[str, str]) -> None:
+    settings = load_settings(replica_less_env)
+    owner = new_session("platform-session-" + "o" * 30)
+    store_for(settings.with_overrides(redis_wait_replicas=0)).create(owner, PROFILE)
+    with pytest.raises(TokenConflict):
+        store_for(settings).create(new_session("platform-session-" + "o" * 30, "u-2"), PROFILE)
+    assert store_for(settings).verify(owner.ref, NOW, None).profile == PROFILE
+
+
+@pytest.mark.parametrize("url", [
+    lambda: f"redis+sentinel://127.0.0.1:{free_port()},127.0.0.1:{free_port()}/mymaster/0",
+    lambda: f"redis+cluster://127.0.0.1:{free_port()},127.0.0.1:{free_port()}",
+], ids=["sentinel", "cluster"])
+def test_nothing_reachable_is_store_unavailable_and_the_app_still_starts(
+        env: dict[str, str], url: Callable[[], str]) -> None:
+    settings = load_settings({**env, "VERIFIER_REDIS_URL": url()})
+    store = store_for(settings)
+    session = new_session()
+    for call in (store.ping, lambda: store.verify(session.ref, NOW, None),
+                 lambda: store.create(session, PROFILE), lambda: store.revoke(session.ref)):
+        with pytest.raises(StoreUnavailable):
+            call()
+    response = create_app(settings).test_client().get("/readyz")
+    assert response.status_code == 503
+    assert response.get_json()["errors"][0]["code"] == "unavailable"
+
+
+def test_sentinel_without_the_named_master_is_store_unavailable(
+        sentinel_group: SentinelGroup, env: dict[str, str]) -> None:
+    url = sentinel_group.url.replace("/mymaster/", "/no-such-master/")
+    store = store_for(load_settings({**env, "VERIFIER_REDIS_URL": url}))
+    with pytest.raises(StoreUnavailable, match="MasterNotFoundError"):
+        store.verify(new_session().ref, NOW, None)
+
+
+def test_cluster_follows_a_slot_that_moved_to_another_node(
+        valkey_cluster: Cluster, env: dict[str, str]) -> None:
+    store = store_for(load_settings({**env, "VERIFIER_REDIS_URL": valkey_cluster.url}))
+    session = new_session()
+    store.create(session, PROFILE)
+    store.verify(session.ref, NOW + 1, None)  # the client now knows where the slot is
+    inspector = valkey_cluster.client()
+    key = store.session_key(session.tag, session.ref.token_hash)
+    slot = inspector.keyslot(key)
+    source = inspector.get_node_from_key(key)
+    target = next(n for n in inspector.get_primaries() if n.name != source.name)
+    move_slot(inspector, slot, source, target)
+    try:
+        result = store.verify(session.ref, NOW + 2, None)
+        assert result.outcome is Outcome.VERIFIED and result.profile == PROFILE
+        assert store.list_sessions("u-1", session.tag, NOW + 3)[0].last_verified_ms == NOW + 2
+    finally:
+        move_slot(inspector, slot, target, source)
+        inspector.close()
+
+
+def move_slot(cluster: redis.RedisCluster, slot: int, source: redis.cluster.ClusterNode,
+              target: redis.cluster.ClusterNode) -> None:
+    """Reshard one slot with its keys, as redis-cli --cluster reshard would."""
+    src = cluster.get_redis_connection(source)
+    dst = cluster.get_redis_connection(target)
+    src_id, dst_id = (node.execute_command("CLUSTER", "MYID").decode() for node in (src, dst))
+    dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)
+    src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
+    while keys := src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+        src.execute_command("MIGRATE", target.host, target.port, "", 0, 5000, "KEYS", *keys)
+    for node in cluster.get_primaries():
+        cluster.get_redis_connection(node).execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
