@@ -100,7 +100,7 @@ def test_when_no_replica_confirms_creation_fails_and_leaves_nothing(
     settings = load_settings(replica_less_env)
     store = store_for(settings)
     session = new_session(token)
-    with pytest.raises(StoreUnavailable, match="WAIT: 0 of 1 replicas .* it was deleted"):
+    with pytest.raises(StoreUnavailable, match=r"WAIT: 0 of 1 replicas .* it was deleted"):
         store.create(session, PROFILE)
     assert store.verify(session.ref, NOW, None).outcome is Outcome.UNKNOWN
     assert store.list_sessions("u-1", session.tag, NOW) == []
