@@ -24,7 +24,6 @@ import redis
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.commands.core import Script
-from redis.connection import Encoder
 from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelConnectionPool
@@ -237,14 +236,16 @@ def connect(settings: Settings, url: str | None = None) -> StoreClient:
     if target.topology is Topology.SENTINEL:
         sentinel_auth = {"username": settings.redis_sentinel_username,
                          "password": settings.redis_sentinel_password}
-        sentinel = Sentinel(
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
             target.nodes,
             # The default would retry each sentinel 10 times with backoff.
             sentinel_kwargs={**common, "retry": Retry(NoBackoff(), 0),
                              **{k: v for k, v in sentinel_auth.items() if v is not None}},
             **common, **auth, retry=retry, health_check_interval=30)
-        return sentinel.master_for(target.service_name, db=target.db,
-                                   connection_pool_class=_BlockingSentinelPool, **pool_options)
+        master = sentinel.master_for(  # type: ignore[no-untyped-call]
+            target.service_name, db=target.db, connection_pool_class=_BlockingSentinelPool,
+            **pool_options)
+        return cast(redis.Redis, master)
     if target.topology is Topology.CLUSTER:
         return cast(RedisCluster, _ClusterOnFirstUse(lambda: _cluster(target, common, auth,
                                                                        pool_options, retry)))
@@ -271,7 +272,7 @@ def _cluster(target: RedisTarget, common: dict[str, Any], auth: dict[str, Any],
     scheme = "rediss" if target.tls else "redis"
     # Built from a URL so that every node gets a BlockingConnectionPool, like standalone.
     client = RedisCluster(
-        url=f"{scheme}://{host}:{port}", startup_nodes=[ClusterNode(h, p) for h, p in others],
+        url=f"{scheme}://{host}:{port}", startup_nodes=[ClusterNode(h, p) for h, p in others],  # type: ignore[no-untyped-call]
         connection_pool_class=redis.BlockingConnectionPool, retry=retry,
         require_full_coverage=False, **common, **auth, **pool_options)
     client.RedisClusterRequestTTL = _CLUSTER_REDIRECTS
@@ -291,13 +292,10 @@ class _ClusterOnFirstUse:
         self._client: RedisCluster | None = None
         self._lock = threading.Lock()
 
-    def get_encoder(self) -> Encoder:
-        """The encoder RedisCluster would use (Script asks for it before any command)."""
-        return Encoder("utf-8", "strict", False)
-
     def register_script(self, script: str) -> Script:
-        """A script that runs on the cluster once it is built."""
-        return Script(cast(RedisCluster, self), script)
+        """A script that runs on the cluster once it is built (as bytes: Script then needs no
+        encoder from a client that may not exist yet)."""
+        return Script(cast(RedisCluster, self), script.encode())
 
     def __getattr__(self, name: str) -> Any:
         with self._lock:
@@ -402,11 +400,12 @@ class RedisSessionStore:
         if not self.wait_replicas:
             return write(self.client)
         # WAIT counts the writes of its own connection: send both on one, to the key's node.
-        node = (self.client.get_redis_connection(self.client.get_node_from_key(key))
-                if isinstance(self.client, (RedisCluster, _ClusterOnFirstUse)) else self.client)
+        node = self.client
+        if isinstance(node, (RedisCluster, _ClusterOnFirstUse)):
+            node = node.get_redis_connection(node.get_node_from_key(key))  # type: ignore[no-untyped-call]
         pipe = node.pipeline(transaction=False)
         write(pipe)
-        pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
+        pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)  # type: ignore[no-untyped-call]
         reply, acked = pipe.execute()
         if reply and int(acked) < self.wait_replicas:  # a refused write (conflict) needs no WAIT
             fate = "deleted" if self._forget(session) else "left to expire (delete failed)"
