@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -39,7 +40,24 @@ PROFILE = {
     "countryCode": "GB",
     "emailVerified": "ada@example.test",
 }
+# Two keys, as during a rotation; ADMIN_HEADERS carries the first.
+ADMIN_KEY = "test-admin-key-0123456789abcdef0123456789"
+ADMIN_KEY_NEXT = "test-admin-key-next-0123456789abcdef012345"
+ADMIN_HEADERS = {"Authorization": f"Bearer {ADMIN_KEY}"}
 _prefixes = itertools.count()
+
+
+def assert_error_envelope(response: Any, status: int, code: str) -> dict[str, Any]:
+    """The one error envelope: this status and code with a message, JSON, not cached, no data."""
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.mimetype == "application/json"
+    assert response.headers["Cache-Control"] == "no-store"
+    body: dict[str, Any] = response.get_json()
+    assert body["status"] == "error" and body["isSuccess"] is False
+    assert body["errors"][0]["code"] == code
+    assert body["errors"][0]["message"]
+    assert "data" not in body
+    return body
 
 
 def free_port() -> int:
@@ -87,7 +105,8 @@ def raw_redis(redis_url: str) -> Iterator[redis.Redis]:
 @pytest.fixture
 def env(redis_url: str) -> dict[str, str]:
     """Environment for a verifier on the test server, with a key prefix of its own per test."""
-    return {"VERIFIER_REDIS_URL": redis_url, "VERIFIER_KEY_PREFIX": f"t{next(_prefixes)}"}
+    return {"VERIFIER_REDIS_URL": redis_url, "VERIFIER_KEY_PREFIX": f"t{next(_prefixes)}",
+            "VERIFIER_ADMIN_KEYS": f"{ADMIN_KEY},{ADMIN_KEY_NEXT}"}
 
 
 @pytest.fixture
@@ -141,7 +160,11 @@ class Gunicorn:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", "python:verifier.gunicorn_conf", "wsgi:app"],
             cwd=ROOT, env=full_env, stdout=self._log, stderr=subprocess.STDOUT)
-        self.wait_ready()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
 
     def wait_ready(self, timeout_seconds: float = 20.0) -> None:
         deadline = time.monotonic() + timeout_seconds
@@ -151,7 +174,8 @@ class Gunicorn:
             try:
                 if requests.get(f"{self.url}/livez", timeout=0.5).ok:
                     return
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):
+                # A loaded machine can take longer than the timeout to answer: keep waiting.
                 time.sleep(0.05)
         raise RuntimeError(f"gunicorn did not start: {self.log()}")
 

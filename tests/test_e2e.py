@@ -123,7 +123,7 @@ def _wait_live(url: str, process: subprocess.Popen[bytes]) -> None:
         try:
             if requests.get(url + "/readyz", timeout=0.5).ok:
                 return
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):
             pass
         time.sleep(0.1)
     raise AssertionError("verifier serve did not become ready")

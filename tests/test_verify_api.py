@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable
 
 import pytest
-from conftest import PROFILE, FakeClock
+from conftest import PROFILE, FakeClock, assert_error_envelope
 from flask.testing import FlaskClient
 
 PATH = "/api/v1/mozarto/verify-user"
@@ -21,14 +21,7 @@ def post(client: FlaskClient, auth: str | None, body: object = None, **kwargs: o
 
 
 def assert_error(response, status: int, code: str) -> dict:
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.mimetype == "application/json"
-    assert response.headers["Cache-Control"] == "no-store"
-    body = response.get_json()
-    assert body["status"] == "error" and body["isSuccess"] is False
-    assert body["errors"][0]["code"] == code
-    assert body["errors"][0]["message"]
-    assert "data" not in body
+    body = assert_error_envelope(response, status, code)
     if status == 401:
         assert response.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"'
     return body

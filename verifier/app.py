@@ -6,7 +6,7 @@ import logging
 
 from flask import Flask, Response
 
-from . import health, verify
+from . import admin, health, openapi, verify
 from .config import Settings, load_settings
 from .errors import register_error_handlers
 from .readiness import Readiness
@@ -45,6 +45,11 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     register_error_handlers(app)
     app.register_blueprint(verify.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(openapi.bp)
+    if settings.admin_keys:
+        app.register_blueprint(admin.bp)
+    else:
+        log.warning("admin API off: VERIFIER_ADMIN_KEYS is unset, so every /admin/ path answers 404")
 
     @app.after_request
     def _no_store(response: Response) -> Response:

@@ -73,6 +73,25 @@ def _key_prefix(raw: str) -> str:
     return raw
 
 
+ADMIN_KEY_MIN_CHARS = 32
+
+
+def _admin_keys(raw: str) -> tuple[str, ...]:
+    # Never put a key in the message: config errors are logged.
+    keys = tuple(key.strip() for key in raw.split(","))
+    for number, key in enumerate(keys, 1):
+        where = f"key {number} of {len(keys)}"
+        if not key:
+            raise ValueError(f"{where} is empty (a stray comma?)")
+        if not re.fullmatch(r"[\x21-\x7e]+", key):
+            raise ValueError(f"{where} has spaces or characters other than visible ASCII")
+        if len(key) < ADMIN_KEY_MIN_CHARS:
+            raise ValueError(
+                f"{where} has {len(key)} characters; each key needs at least {ADMIN_KEY_MIN_CHARS} "
+                "(make one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))')")
+    return keys
+
+
 def _log_level(raw: str) -> str:
     level = raw.upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -151,6 +170,10 @@ VARIABLES: tuple[Var, ...] = (
         "Lifetime of a minted x-user-token (its exp)."),
     Var("VERIFIER_USER_TOKEN_SKEW_SECONDS", "user_token_skew_seconds", _non_negative_int, "30",
         "How far a minted x-user-token's iat is backdated, for receivers whose clock is behind."),
+    Var("VERIFIER_ADMIN_KEYS", "admin_keys", _admin_keys, None,
+        "Comma-separated keys of the admin API, each at least 32 characters; several at once let a "
+        "key be rotated with no downtime. Unset: the admin API is off (every /admin/ path is 404).",
+        secret=True),
 )
 
 
@@ -187,6 +210,7 @@ class Settings:
     mozarto_company_token: str | None
     user_token_ttl_seconds: int
     user_token_skew_seconds: int
+    admin_keys: tuple[str, ...] | None
 
     @property
     def listen_address(self) -> str:
@@ -211,7 +235,9 @@ class Settings:
         out: dict[str, Any] = {}
         for var in VARIABLES:
             value = getattr(self, var.field)
-            if value is not None and var.secret:
+            if isinstance(value, tuple) and var.secret:
+                value = f"{len(value)} key{'s' * (len(value) != 1)}, masked"
+            elif value is not None and var.secret:
                 value = _mask(str(value))
             out[var.name] = str(value) if isinstance(value, Path) else value
         return out

@@ -65,6 +65,14 @@ class UserNotFound(VerifierError):
     """No such user is known."""
 
 
+class AdminKeyMissing(VerifierError):
+    """No admin key was sent to an admin route."""
+
+
+class AdminKeyInvalid(VerifierError):
+    """The admin key sent is not one of the configured keys."""
+
+
 class StoreUnavailable(VerifierError):
     """The session store cannot be reached or answered too slowly."""
 
@@ -110,6 +118,10 @@ ANSWERS: dict[type[VerifierError], tuple[int, str, str, str]] = {
     TokenInvalid: (401, "invalid_token", "Unauthorized",
                    "The session token is unknown, revoked or malformed."),
     TokenExpired: (401, "expired_token", "Unauthorized", "The session has expired."),
+    AdminKeyMissing: (401, "missing_admin_key", "Unauthorized",
+                      "Send an admin key in the header 'Authorization: Bearer <admin key>'."),
+    AdminKeyInvalid: (401, "invalid_admin_key", "Unauthorized",
+                      "The admin key is not one of the keys in VERIFIER_ADMIN_KEYS."),
     PasswordExpired: (403, "password_expired", "Forbidden",
                       "The user's password has expired and must be changed."),
     UserBlocked: (403, "user_blocked", "Forbidden", "The platform has blocked this user."),
@@ -138,6 +150,12 @@ HTTP_ANSWERS: dict[int, tuple[str, str, str]] = {
 
 RETRY_AFTER_SECONDS = "1"
 
+# RFC 6750: a request with no credentials gets a challenge without an error code.
+CHALLENGES: dict[type[VerifierError], str] = {
+    AdminKeyMissing: 'Bearer realm="verifier-admin"',
+    AdminKeyInvalid: 'Bearer realm="verifier-admin", error="invalid_token"',
+}
+
 
 def envelope(status: int, code: str, message: str, detail: str,
              extra: Sequence[Mapping[str, Any]] = ()) -> Response:
@@ -163,7 +181,10 @@ def answer_for(error: VerifierError) -> Response:
                  for name, msgs in error.fields.items()]
     elif isinstance(error, BadRequest) and error.detail:
         human = error.detail
-    return envelope(status, code, message, human, extra)
+    response = envelope(status, code, message, human, extra)
+    if type(error) in CHALLENGES:
+        response.headers["WWW-Authenticate"] = CHALLENGES[type(error)]
+    return response
 
 
 def _answer_key(error: VerifierError) -> type[VerifierError]:

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import phonenumbers
 import pycountry
-from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import (
+    EXCLUDE,
+    RAISE,
+    Schema,
+    ValidationError,
+    fields,
+    pre_dump,
+    validate,
+    validates_schema,
+)
 
+from . import tokens
 from .errors import BadRequest, ValidationFailed
 
 PROFILE_FIELDS = ("userId", "email", "firstName", "lastName", "phone", "countryCode", "emailVerified")
@@ -83,8 +95,11 @@ class ProfileSchema(Schema):
     email = fields.Email(required=True, validate=validate.Length(max=254))
     firstName = _name_field()
     lastName = _name_field()
-    phone = fields.String(required=True, validate=validate.Length(min=1, max=32))
-    countryCode = fields.String(required=True)
+    phone = fields.String(required=True, validate=validate.Length(min=1, max=32),
+                          metadata={"description": "International (+44...) or national in "
+                                                   "countryCode.", "example": "+441234567890"})
+    countryCode = fields.String(required=True, metadata={
+        "description": "ISO 3166-1 alpha-2, upper case.", "pattern": "^[A-Z]{2}$", "example": "GB"})
     emailVerified = fields.Email(validate=validate.Length(max=254), allow_none=True)
 
     @validates_schema(skip_on_field_errors=False)
@@ -103,12 +118,12 @@ class ProfileSchema(Schema):
 class ProfileOutSchema(Schema):
     """The profile as verifier answers it: strings only, emailVerified left out when unset."""
 
-    userId = fields.String()
-    email = fields.String()
-    firstName = fields.String()
-    lastName = fields.String()
-    phone = fields.String()
-    countryCode = fields.String()
+    userId = fields.String(required=True)
+    email = fields.String(required=True)
+    firstName = fields.String(required=True)
+    lastName = fields.String(required=True)
+    phone = fields.String(required=True)
+    countryCode = fields.String(required=True)
     emailVerified = fields.String()
 
 
@@ -124,10 +139,10 @@ class VerifyRequestSchema(Schema):
 class VerifiedEnvelopeSchema(Schema):
     """The 200 answer of the User Auth URL, in Mozarto's own envelope."""
 
-    status = fields.Constant("success")
-    message = fields.Constant("User verified")
-    isSuccess = fields.Constant(True)
-    data = fields.Nested(ProfileOutSchema)
+    status = fields.Constant("success", required=True)
+    message = fields.Constant("User verified", required=True)
+    isSuccess = fields.Constant(True, required=True)
+    data = fields.Nested(ProfileOutSchema, required=True)
 
 
 PROFILE = ProfileSchema()
@@ -188,3 +203,244 @@ def _field_errors(exc: ValidationError) -> dict[str, list[str]]:
             msgs = [f"{k}: {v}" for k, v in msgs.items()]
         out[str(name)] = [str(m) for m in msgs]
     return out
+
+
+# The admin API: request bodies (unknown fields refused) and its answers.
+
+LIFETIME_FIELDS = ("ttlSeconds", "idleTimeoutSeconds")
+FLAG_FIELDS = ("blocked", "passwordExpired")
+
+
+def iso_utc(ms: int) -> str:
+    """A time in ms since the epoch as ISO 8601 in UTC, e.g. 2025-01-31T12:00:00.000Z."""
+    moment = datetime.fromtimestamp(ms / 1000, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class UtcTimestamp(fields.DateTime):
+    """A time kept in ms since the epoch, answered as ISO 8601 in UTC with a Z."""
+
+    def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
+        return None if value is None else iso_utc(int(value))
+
+
+class StrictBoolean(fields.Boolean):
+    """JSON true or false, and nothing that merely looks like one ("yes", 1)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None,
+                     **kwargs: Any) -> bool:
+        if not isinstance(value, bool):
+            raise self.make_error("invalid")
+        return value
+
+
+def _registrable_token(value: str) -> None:
+    problem = tokens.check_registrable(value)
+    if problem:
+        raise ValidationError(problem)
+
+
+class CreateSessionSchema(ProfileSchema):
+    """A create body: the user's profile fields, flat, and optionally the session's lifetimes."""
+
+    ttlSeconds = fields.Integer(
+        strict=True, allow_none=True, validate=validate.Range(min=1),
+        metadata={"description": "Absolute lifetime in seconds. Default VERIFIER_SESSION_TTL_SECONDS "
+                                 "(24 h); at most VERIFIER_SESSION_MAX_TTL_SECONDS (30 days)."})
+    idleTimeoutSeconds = fields.Integer(
+        strict=True, allow_none=True, validate=validate.Range(min=0),
+        metadata={"description": "The session ends after this long without a verification; 0: "
+                                 "never. Default VERIFIER_SESSION_IDLE_TIMEOUT_SECONDS."})
+
+    def __init__(self, *, max_ttl_seconds: int | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.max_ttl_seconds = max_ttl_seconds
+
+    @validates_schema(skip_on_field_errors=False)
+    def _check_lifetimes(self, data: dict[str, Any], **kwargs: Any) -> None:
+        longest = self.max_ttl_seconds
+        if longest is None:
+            return
+        errors = {name: [f"Must be at most {longest} (VERIFIER_SESSION_MAX_TTL_SECONDS)."]
+                  for name in LIFETIME_FIELDS if (data.get(name) or 0) > longest}
+        if errors:
+            raise ValidationError(errors)
+
+
+class RegisterSessionSchema(CreateSessionSchema):
+    """A register body: the platform's own session token or JWT, and the rest as for a create."""
+
+    token = fields.String(required=True, validate=_registrable_token, metadata={
+        "description": "The platform's own token, at least 32 visible ASCII characters; it is "
+                       "kept only as a hash."})
+
+
+class RevokeSessionSchema(Schema):
+    """A revoke body: the token to end goes in the body, where no proxy logs it."""
+
+    class Meta:
+        unknown = RAISE
+
+    token = fields.String(required=True, validate=validate.Length(min=1, max=tokens.TOKEN_MAX_CHARS))
+
+
+class UserUpdateSchema(ProfileSchema):
+    """A user's profile and flags as an update leaves them; the body of a PATCH is any subset."""
+
+    blocked = StrictBoolean(metadata={"description": "true: verification answers 403 user_blocked."})
+    passwordExpired = StrictBoolean(
+        metadata={"description": "true: verification answers 403 password_expired."})
+
+
+class SessionRegisteredSchema(Schema):
+    """A session just registered: whose it is and when it ends."""
+
+    userId = fields.String(required=True)
+    expiresAt = UtcTimestamp(required=True)
+    idleTimeoutSeconds = fields.Integer(required=True)
+
+    @pre_dump
+    def _from_created(self, created: Any, **kwargs: Any) -> dict[str, Any]:
+        return {"token": created.token, "userId": created.user_id,
+                "expiresAt": round(created.expires_at * 1000),
+                "idleTimeoutSeconds": created.idle_timeout_seconds}
+
+
+class SessionCreatedSchema(SessionRegisteredSchema):
+    """A session just created, with its token: the only time the token is ever shown."""
+
+    token = fields.String(required=True)
+
+
+class SessionSchema(Schema):
+    """One live session as listed: a stable id, never the token or its full hash."""
+
+    sessionId = fields.String(required=True)
+    createdAt = UtcTimestamp(required=True)
+    expiresAt = UtcTimestamp(required=True)
+    lastVerifiedAt = UtcTimestamp(required=True, allow_none=True,
+                                  metadata={"description": "null: never verified yet."})
+    idleTimeoutSeconds = fields.Integer(required=True)
+
+    @pre_dump
+    def _from_info(self, info: Any, **kwargs: Any) -> dict[str, Any]:
+        return {"sessionId": info.session_id, "createdAt": info.created_ms,
+                "expiresAt": info.expires_ms, "lastVerifiedAt": info.last_verified_ms or None,
+                "idleTimeoutSeconds": info.idle_ms // 1000}
+
+
+class SessionListSchema(Schema):
+    """A user's live sessions, oldest first."""
+
+    userId = fields.String(required=True)
+    sessions = fields.List(fields.Nested(SessionSchema), required=True)
+
+
+class RevokedSchema(Schema):
+    """How many live sessions a revocation ended."""
+
+    revoked = fields.Integer(required=True)
+
+
+class UserSchema(ProfileOutSchema):
+    """A user as verifier knows them: the profile and both flags."""
+
+    blocked = fields.Boolean(required=True)
+    passwordExpired = fields.Boolean(required=True)
+
+    @pre_dump
+    def _from_record(self, record: Any, **kwargs: Any) -> dict[str, Any]:
+        return {**record.profile, "blocked": record.blocked,
+                "passwordExpired": record.password_expired}
+
+
+class ErrorDetailSchema(Schema):
+    """One entry of `errors`: a machine-readable code, a message, and the field when there is one."""
+
+    code = fields.String(required=True)
+    message = fields.String(required=True)
+    field = fields.String()
+
+
+class ErrorEnvelopeSchema(Schema):
+    """Every error answer (errors.envelope): the first entry of `errors` carries the code."""
+
+    status = fields.Constant("error", required=True)
+    message = fields.String(required=True)
+    isSuccess = fields.Constant(False, required=True)
+    errors = fields.List(fields.Nested(ErrorDetailSchema), required=True)
+
+
+class HealthSchema(Schema):
+    """A health answer."""
+
+    status = fields.String(required=True, validate=validate.OneOf(["ok", "ready"]))
+
+
+SESSION_CREATED = SessionCreatedSchema()
+SESSION_REGISTERED = SessionRegisteredSchema()
+SESSION_LIST = SessionListSchema()
+REVOKED = RevokedSchema()
+USER = UserSchema()
+USER_UPDATE = UserUpdateSchema()
+REVOKE_SESSION = RevokeSessionSchema()
+
+
+@functools.cache
+def _session_request_schema(register: bool, max_ttl_seconds: int) -> CreateSessionSchema:
+    cls = RegisterSessionSchema if register else CreateSessionSchema
+    return cls(max_ttl_seconds=max_ttl_seconds)
+
+
+def load_session_request(data: Any, *, max_ttl_seconds: int, register: bool = False) -> dict[str, Any]:
+    """Validate a create (or register) body whole; raise ValidationFailed naming each bad field."""
+    return _load(_session_request_schema(register, max_ttl_seconds), data)
+
+
+_USER_ID = UserIdField()
+
+
+def load_user_id(value: str) -> str:
+    """A user id from a URL path, checked like the profile's userId."""
+    try:
+        return str(_USER_ID.deserialize(value))
+    except ValidationError as exc:
+        raise ValidationFailed({"userId": _messages_of(exc)}) from None
+
+
+def load_revoke_request(data: Any) -> str:
+    """The token of a revoke body."""
+    return str(_load(REVOKE_SESSION, data)["token"])
+
+
+def merge_user(current: Mapping[str, Any], changes: Any) -> dict[str, Any]:
+    """Apply a partial update (profile fields, flags; null clears emailVerified), validated whole."""
+    if not isinstance(changes, Mapping):
+        raise BadRequest("The body must be a JSON object.")
+    if not changes:
+        raise BadRequest("Give at least one field to change.")
+    errors: dict[str, list[str]] = {}
+    if "userId" in changes and str(changes["userId"]) != current["userId"]:
+        errors["userId"] = ["The user id cannot be changed."]
+    try:
+        merged: dict[str, Any] = USER_UPDATE.load(
+            {**current, **changes, "userId": current["userId"]})
+    except ValidationError as exc:
+        errors.update(_field_errors(exc))
+    if errors:
+        raise ValidationFailed(errors)
+    return merged
+
+
+def _messages_of(exc: ValidationError) -> list[str]:
+    messages = exc.messages
+    return [str(m) for m in messages] if isinstance(messages, list) else [str(messages)]
+
+
+def _load(schema: Schema, data: Any) -> dict[str, Any]:
+    if not isinstance(data, Mapping):
+        raise BadRequest("The body must be a JSON object.")
+    try:
+        return schema.load(data)  # type: ignore[no-any-return]
+    except ValidationError as exc:
+        raise ValidationFailed(_field_errors(exc)) from None

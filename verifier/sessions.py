@@ -154,6 +154,21 @@ class SessionManager:
             raise UserNotFound()
         return merged
 
+    def update_user(self, user_id: str, changes: Any) -> UserRecord:
+        """Change a user's details and flags together; all is validated before anything is written."""
+        current = self.get_user(user_id)
+        merged = schemas.merge_user({**current.profile, "blocked": current.blocked,
+                                     "passwordExpired": current.password_expired}, changes)
+        profile = {key: merged[key] for key in schemas.PROFILE_FIELDS if merged.get(key) is not None}
+        profile_changed = any(key in changes for key in schemas.PROFILE_FIELDS if key != "userId")
+        if profile_changed and not self.store.update_profile(user_id, tokens.routing_tag(user_id),
+                                                             profile):
+            raise UserNotFound()
+        for flag in schemas.FLAG_FIELDS:
+            if flag in changes:
+                self._set_flag(user_id, flag, merged[flag])
+        return UserRecord(profile, merged["blocked"], merged["passwordExpired"])
+
     def set_password_expired(self, user_id: str, expired: bool = True) -> None:
         """Mark (or clear) that the user must change their password: verification answers 403."""
         self._set_flag(user_id, "passwordExpired", expired)
