@@ -134,7 +134,10 @@ def test_nothing_reachable_is_store_unavailable_and_the_app_still_starts(
                  lambda: store.create(session, PROFILE), lambda: store.revoke(session.ref)):
         with pytest.raises(StoreUnavailable):
             call()
-    response = create_app(settings).test_client().get("/readyz")
+    client = create_app(settings).test_client()
+    assert client.get("/readyz").status_code == 503
+    token = tokens.mint_token("u-1")
+    response = client.post("/api/v1/mozarto/verify-user", headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 503
     assert response.get_json()["errors"][0]["code"] == "unavailable"
 
