@@ -1,4 +1,4 @@
-"""Session tokens: minting, hashing, routing tags and the Authorization header; later x-user-token JWTs."""
+"""Session tokens: minting, hashing, routing tags, the Authorization header; JWTs are user_tokens'."""
 
 from __future__ import annotations
 
