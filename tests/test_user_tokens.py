@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import warnings
+from datetime import UTC, datetime
 from pathlib import Path
 
 import jwt
@@ -190,7 +191,8 @@ def test_mint_from_a_live_session(run, sessions) -> None:
     assert out["header"] == f"Bearer {out['userToken']}"
     claims = jwt.decode(out["userToken"], SECRET, algorithms=["HS256"])
     assert claims == out["claims"] and claims["userId"] == "u-1"
-    assert out["expiresAt"] == claims["exp"]
+    assert out["expiresAt"] == datetime.fromtimestamp(claims["exp"], UTC).strftime(
+        "%Y-%m-%dT%H:%M:%S.000Z")
     assert token not in result.output
     result = run("--session", "-", stdin=token + "\n")
     assert result.exit_code == 0, result.output

@@ -17,7 +17,17 @@ from typing import Any, TypeVar
 from flask import Blueprint, Response, g, jsonify, request
 
 from . import openapi, schemas, tokens
-from .errors import AdminKeyInvalid, AdminKeyMissing, TokenInvalid, TokenMissing
+from .errors import (
+    AdminKeyInvalid,
+    AdminKeyMissing,
+    PasswordExpired,
+    TokenExpired,
+    TokenInvalid,
+    TokenMissing,
+    UserBlocked,
+    UserTokensNotConfigured,
+    ValidationFailed,
+)
 from .web import json_body, services
 
 log = logging.getLogger("verifier")
@@ -186,3 +196,29 @@ def clear_password_expired(user_id: str) -> Response:
     """Clear the user's password expiry (they have changed it)."""
     services().sessions.set_password_expired(schemas.load_user_id(user_id), False)
     return _no_content()
+
+
+# A session that cannot be used is a bad field of the body here: a 401 would read as a bad admin key.
+_SESSION_DENIALS = (TokenInvalid, TokenExpired, UserBlocked, PasswordExpired)
+
+
+@admin_route("/user-tokens", "POST",
+             body={"oneOf": [schemas.UserTokenFromSessionSchema, schemas.UserTokenFromProfileSchema]},
+             responses={200: schemas.UserTokenIssuedSchema}, errors=(400, 413, 501),
+             description="Mozarto's x-user-token mode: a JWT of the user's details, HS256 with "
+                         "MOZARTO_SECRET_KEY, iat backdated by VERIFIER_USER_TOKEN_SKEW_SECONDS. "
+                         "The body is {\"sessionToken\": ...} (the session must verify; that "
+                         "counts as a verification) or the profile fields as for creating a "
+                         "session. 501 when MOZARTO_SECRET_KEY is unset.")
+def issue_user_token() -> Response:
+    """Mint an x-user-token for a live session's user or for a profile."""
+    issuer = services().user_tokens
+    if issuer is None:
+        raise UserTokensNotConfigured("MOZARTO_SECRET_KEY is not set")
+    session_token, profile, ttl = schemas.load_user_token_request(json_body())
+    if session_token is not None:
+        try:
+            profile = services().sessions.verify_session(session_token)
+        except _SESSION_DENIALS as exc:
+            raise ValidationFailed({"sessionToken": [str(type(exc).__doc__)]}) from None
+    return _json(schemas.USER_TOKEN_ISSUED.dump(issuer.issue(profile, ttl)))

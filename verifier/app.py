@@ -12,6 +12,7 @@ from .errors import register_error_handlers
 from .readiness import Readiness
 from .sessions import Clock, SessionManager
 from .store import RedisSessionStore, connect
+from .user_tokens import UserTokenIssuer
 from .web import EXTENSION, Services
 
 log = logging.getLogger("verifier")
@@ -30,7 +31,8 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
         default_idle_seconds=settings.session_idle_timeout_seconds,
         **({"clock": clock} if clock else {}),
     )
-    return Services(settings, store, manager, Readiness(store))
+    issuer = UserTokenIssuer.from_settings(settings, clock) if settings.mozarto_secret_key else None
+    return Services(settings, store, manager, Readiness(store), issuer)
 
 
 def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> Flask:

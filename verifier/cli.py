@@ -12,6 +12,7 @@ from typing import IO, Any
 
 import click
 
+from . import schemas
 from .cashier import COMPANY_TOKEN_VARIABLE, as_curl, as_json, cashier_headers
 from .config import Settings, load_settings
 from .embedded import EmbeddedValkey
@@ -268,8 +269,7 @@ def user_token_mint(user_id: str | None, session_token: str | None, from_file: I
         source = _profile(user_id, **profile)
     issued = issuer.issue(source, ttl)
     if as_json:
-        click.echo(json.dumps({"userToken": issued.token, "header": issued.header_value,
-                               "expiresAt": issued.expires_at, "claims": issued.claims}, indent=2))
+        click.echo(json.dumps(schemas.USER_TOKEN_ISSUED.dump(issued), indent=2))
     else:
         click.echo(issued.token)
 

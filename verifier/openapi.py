@@ -50,7 +50,7 @@ PATH_PARAMETERS: dict[str, dict[str, Any]] = {
 
 ERROR_RESPONSE_NAMES = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound",
                         405: "MethodNotAllowed", 409: "Conflict", 413: "PayloadTooLarge",
-                        503: "Unavailable"}
+                        501: "NotConfigured", 503: "Unavailable"}
 
 # Headers that come with an error status, whichever route answers it.
 ERROR_HEADERS: dict[int, dict[str, Any]] = {

@@ -444,3 +444,66 @@ def _load(schema: Schema, data: Any) -> dict[str, Any]:
         return schema.load(data)  # type: ignore[no-any-return]
     except ValidationError as exc:
         raise ValidationFailed(_field_errors(exc)) from None
+
+
+# x-user-tokens minted through the admin API: from a live session, or from a profile.
+
+def _ttl_field() -> fields.Integer:
+    return fields.Integer(strict=True, allow_none=True, validate=validate.Range(min=1), metadata={
+        "description": "Lifetime in seconds (exp). Default VERIFIER_USER_TOKEN_TTL_SECONDS (300)."})
+
+
+class UserTokenFromSessionSchema(Schema):
+    """Mint for the user of a live session: the session must verify (not expired, not blocked)."""
+
+    class Meta:
+        unknown = RAISE
+
+    sessionToken = fields.String(required=True, validate=validate.Length(
+        min=1, max=tokens.TOKEN_MAX_CHARS), metadata={"description": "A live session token."})
+    ttlSeconds = _ttl_field()
+
+
+class UserTokenFromProfileSchema(ProfileSchema):
+    """Mint for a profile given whole, as for creating a session."""
+
+    ttlSeconds = _ttl_field()
+
+
+class UserTokenIssuedSchema(Schema):
+    """A minted x-user-token, the header value to send it in, when it expires and what it says."""
+
+    userToken = fields.String(required=True, metadata={"description": "The bare JWT (HS256)."})
+    header = fields.String(required=True, metadata={
+        "description": "The x-user-token header value: 'Bearer <jwt>', as Mozarto's examples send it."})
+    expiresAt = UtcTimestamp(required=True)
+    claims = fields.Dict(required=True, metadata={
+        "description": "The JWT's claims: the profile fields as strings, iat and exp."})
+
+    @pre_dump
+    def _from_issued(self, issued: Any, **kwargs: Any) -> dict[str, Any]:
+        return {"userToken": issued.token, "header": issued.header_value,
+                "expiresAt": issued.expires_at * 1000, "claims": issued.claims}
+
+
+USER_TOKEN_FROM_SESSION = UserTokenFromSessionSchema()
+USER_TOKEN_FROM_PROFILE = UserTokenFromProfileSchema()
+USER_TOKEN_ISSUED = UserTokenIssuedSchema()
+
+
+def load_user_token_request(data: Any) -> tuple[str | None, dict[str, Any] | None, int | None]:
+    """(session token, None, ttl) or (None, profile, ttl) from a mint body; ValidationFailed else."""
+    if not isinstance(data, Mapping):
+        raise BadRequest("The body must be a JSON object.")
+    if "sessionToken" in data:
+        both = sorted(set(data) & set(PROFILE_FIELDS))
+        if both:
+            raise ValidationFailed({"sessionToken": [
+                f"Give either sessionToken or the profile fields, not both (got {', '.join(both)})."]})
+        loaded = _load(USER_TOKEN_FROM_SESSION, data)
+        return loaded["sessionToken"], None, loaded.get("ttlSeconds")
+    profile = _load(USER_TOKEN_FROM_PROFILE, data)
+    ttl = profile.pop("ttlSeconds", None)
+    if profile.get("emailVerified") is None:
+        profile.pop("emailVerified", None)
+    return None, profile, ttl

@@ -13,6 +13,7 @@ from .errors import BadRequest
 from .readiness import Readiness
 from .sessions import SessionManager
 from .store import SessionStore
+from .user_tokens import UserTokenIssuer
 
 EXTENSION = "verifier"
 
@@ -25,6 +26,8 @@ class Services:
     store: SessionStore
     sessions: SessionManager
     readiness: Readiness
+    # None when MOZARTO_SECRET_KEY is unset: minting answers 501.
+    user_tokens: UserTokenIssuer | None = None
 
 
 def services() -> Services:
