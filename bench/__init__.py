@@ -1,0 +1,1 @@
+"""`make bench`: the reproducible benchmark of verifier (see run.py)."""
