@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench bench-1m clean
 
 $(STAMP): setup.cfg pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "verifier needs Python 3.11 or newer (set PYTHON=...)")'
@@ -24,6 +24,16 @@ test: install
 lint: install
 	$(BIN)/ruff check verifier tests bench wsgi.py
 	$(BIN)/mypy verifier
+
+# Benchmark (needs wrk: apt-get install -y wrk). BENCH_SESSIONS=1000000 for a bigger store;
+# bench-1m seeds 100k and 1M side by side to show that the cost does not grow with N.
+BENCH_SESSIONS ?= 100000
+BENCH_ARGS ?=
+bench: install
+	$(BIN)/python bench/run.py --sessions $(BENCH_SESSIONS) $(BENCH_ARGS)
+
+bench-1m: install
+	$(BIN)/python bench/run.py --sessions 1000000 --compare 100000 $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

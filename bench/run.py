@@ -9,6 +9,7 @@ and prints medians, ratios and Redis memory per session. Results are also writte
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import platform
@@ -21,9 +22,8 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -65,10 +65,11 @@ def redis_server(kind: str, workdir: Path) -> Iterator[tuple[str, str]]:
     data_dir = workdir / f"store-{port}"
     data_dir.mkdir()
     if kind == "redis":
-        process = subprocess.Popen(
-            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(data_dir)],
-            stdout=open(data_dir / "server.log", "wb"), stderr=subprocess.STDOUT)
+        with open(data_dir / "server.log", "wb") as log:
+            process = subprocess.Popen(
+                ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no", "--dir", str(data_dir)],
+                stdout=log, stderr=subprocess.STDOUT)
         try:
             client = redis.Redis(port=port)
             deadline = time.monotonic() + 10
@@ -78,7 +79,8 @@ def redis_server(kind: str, workdir: Path) -> Iterator[tuple[str, str]]:
                     break
                 except redis.ConnectionError:
                     if time.monotonic() > deadline or process.poll() is not None:
-                        raise RuntimeError(f"redis-server did not start; see {data_dir}/server.log")
+                        raise RuntimeError(
+                            f"redis-server did not start; see {data_dir}/server.log") from None
                     time.sleep(0.05)
             yield f"redis://127.0.0.1:{port}/0", _describe_server(client)
         finally:
@@ -126,21 +128,19 @@ def gunicorn(redis_url: str, log_path: Path) -> Iterator[tuple[str, int]]:
         process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", "python:verifier.gunicorn_conf", "wsgi:app"],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + 30
             while True:
                 if process.poll() is not None:
                     raise RuntimeError(f"gunicorn exited; see {log_path}")
                 try:
-                    with urllib.request.urlopen(f"{url}/livez", timeout=1) as answer:
-                        if answer.status == 200:
-                            break
+                    if http_request(port, "GET", "/livez")[0] == 200:
+                        break
                 except OSError:
                     if time.monotonic() > deadline:
                         raise RuntimeError(f"gunicorn did not start; see {log_path}") from None
                     time.sleep(0.1)
-            yield url, process.pid
+            yield f"http://127.0.0.1:{port}", process.pid
         finally:
             process.terminate()
             process.wait(timeout=30)
@@ -164,15 +164,25 @@ def process_tree_cpu_seconds(root_pid: int) -> float:
     return total / ticks
 
 
+def http_request(port: int, method: str, path: str, body: bytes | None = None,
+                 headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    """One HTTP request to the service on loopback: (status, body)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        answer = connection.getresponse()
+        return answer.status, answer.read()
+    finally:
+        connection.close()
+
+
 def check_answer(url: str, token: str, user_id: str) -> None:
     """One real request before the load: a seeded token must verify with the seeded profile."""
-    request = urllib.request.Request(
-        f"{url}{VERIFY_PATH}", method="POST", data=json.dumps({"userId": user_id}).encode(),
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=5) as answer:
-        body = json.load(answer)
-    if answer.status != 200 or body["data"]["userId"] != user_id:
-        raise RuntimeError(f"a seeded token did not verify: {answer.status} {body}")
+    status, raw = http_request(
+        int(url.rsplit(":", 1)[1]), "POST", VERIFY_PATH, json.dumps({"userId": user_id}).encode(),
+        {"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    if status != 200 or json.loads(raw)["data"]["userId"] != user_id:
+        raise RuntimeError(f"a seeded token did not verify: {status} {raw[:200]!r}")
 
 
 # --- wrk -----------------------------------------------------------------------------------------
@@ -291,11 +301,9 @@ def median_of(runs: list[Run], target: str, connection: str, attr: str) -> float
 def machine() -> str:
     """One line about the machine the figures come from."""
     cpu = "?"
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    with suppress(OSError), open("/proc/cpuinfo") as info:
+        cpu = next((line.split(":", 1)[1].strip() for line in info
+                    if line.startswith("model name")), cpu)
     mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return (f"{os.cpu_count()} vCPU ({cpu}), {mem_gib:.0f} GiB RAM, {platform.system()} "
             f"{platform.release()}, Python {platform.python_version()}")
