@@ -37,10 +37,19 @@ class Server:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = workdir / "server.log"
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop())
-        self.process = subprocess.Popen(
-            [binary or str(get_binary_path()), *args], cwd=workdir,
-            stdout=self._log, stderr=subprocess.STDOUT)
+        self._command = [binary or str(get_binary_path()), *args]
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop())
+        self.process = self._spawn()
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(self._command, cwd=self.workdir, stdout=self._log,
+                                stderr=subprocess.STDOUT)
+
+    def restart(self) -> None:
+        """Start again, with the same port and arguments, after kill()."""
+        self.kill()
+        self.process = self._spawn()
+        self.wait_ready()
 
     def client(self, **kwargs: object) -> redis.Redis:
         """A plain client to this server, for driving and inspecting it."""
