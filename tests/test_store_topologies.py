@@ -12,7 +12,7 @@ from conftest import PROFILE, free_port
 from redis_topologies import ACL_PASSWORD, ACL_USER, Cluster, SentinelGroup, TlsServer
 
 from verifier import tokens
-from verifier.app import create_app
+from verifier.app import build_services, create_app
 from verifier.config import Settings, load_settings
 from verifier.errors import StoreUnavailable, TokenConflict
 from verifier.store import NewSession, Outcome, RedisSessionStore, SessionRef, connect
@@ -40,11 +40,16 @@ def tls_env(tls: TlsServer, **changes: str) -> dict[str, str]:
             "VERIFIER_REDIS_USERNAME": ACL_USER, "VERIFIER_REDIS_PASSWORD": ACL_PASSWORD, **changes}
 
 
-def test_mutual_tls_with_an_acl_user(tls_server: TlsServer) -> None:
-    store = store_for(load_settings(tls_env(tls_server)))
-    session = new_session()
-    store.create(session, PROFILE)
-    assert store.verify(session.ref, NOW + 1, None).profile == PROFILE
+def test_mutual_tls_with_an_acl_user_of_the_least_rights(tls_server: TlsServer,
+                                                         env: dict[str, str]) -> None:
+    manager = build_services(load_settings({**env, **tls_env(tls_server)})).sessions
+    token = manager.create_session(PROFILE).token
+    registered = manager.register_session("platform-session-" + "t" * 30, PROFILE).token
+    assert manager.verify_session(token) == PROFILE == manager.verify_session(registered)
+    manager.set_blocked("u-1")
+    assert manager.get_user("u-1").blocked
+    assert len(manager.list_sessions("u-1")) == 2
+    assert manager.revoke_user_sessions("u-1") == 2
 
 
 def test_acl_credentials_in_the_url(tls_server: TlsServer) -> None:

@@ -7,7 +7,7 @@
     rediss+sentinel://, rediss+cluster://               the same over TLS
 
 The user and password in the URL are those of the data nodes (the ACL user verifier runs as). The
-Sentinel form is the one redis-sentinel-url and django-redis read; the Cluster form lists seed
+Sentinel form is the one the Redis-Sentinel-Url package defined; the Cluster form lists seed
 nodes, of which one reachable is enough.
 """
 
