@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from click.testing import CliRunner
 from conftest import PROFILE, free_port
@@ -91,3 +93,40 @@ def test_no_store_and_no_serve_says_so(run, tmp_path) -> None:
     result = run("session", "revoke-user", "u-1",
                  extra_env={"VERIFIER_REDIS_URL": "", "VERIFIER_DATA_DIR": str(tmp_path)})
     assert result.exit_code == 1 and "verifier serve" in result.stderr
+
+
+def test_session_list_is_a_table_and_json_as_the_admin_api_answers(run, sessions) -> None:
+    assert run("session", "list", "u-1").stdout.splitlines() == [
+        "SESSION ID  CREATED  EXPIRES  LAST VERIFIED  IDLE TIMEOUT"]
+    token = run("session", "create", *PROFILE_ARGS, "--idle-timeout", "300").stdout.strip()
+    run("session", "create", *PROFILE_ARGS)
+    sessions.verify_session(token)
+    result = run("session", "list", "u-1")
+    assert result.exit_code == 0, result.output
+    header, first, second = result.stdout.splitlines()
+    assert header.split("  ")[0] == "SESSION ID" and "LAST VERIFIED" in header
+    assert first.split()[-1] == "300" and second.split()[-2:] == ["never", "0"]
+    assert token not in result.stdout
+    listed = json.loads(run("session", "list", "u-1", "--json").stdout)
+    assert listed["userId"] == "u-1" and [s["idleTimeoutSeconds"] for s in listed["sessions"]] == [300, 0]
+    assert listed["sessions"][0]["lastVerifiedAt"].endswith("Z")
+    assert listed["sessions"][1]["lastVerifiedAt"] is None
+    assert first.split()[0] == listed["sessions"][0]["sessionId"]
+
+
+def test_user_show_is_a_table_and_json(run) -> None:
+    run("session", "create", *PROFILE_ARGS)
+    run("user", "block", "u-1")
+    result = run("user", "show", "u-1")
+    assert result.exit_code == 0, result.output
+    rows = dict(line.split(None, 1) for line in result.stdout.splitlines()[1:])
+    assert rows["email"] == PROFILE["email"] and rows["blocked"] == "yes"
+    assert rows["passwordExpired"] == "no"
+    shown = json.loads(run("user", "show", "u-1", "--json").stdout)
+    assert shown == {**PROFILE, "blocked": True, "passwordExpired": False}
+
+
+def test_user_show_and_session_list_refuse_what_cannot_be_a_user(run) -> None:
+    assert run("user", "show", "ghost").exit_code == 1
+    result = run("session", "list", "u" * 200)
+    assert result.exit_code == 1 and "userId" in result.stderr

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
-from conftest import FakeClock
+import requests
+from conftest import ADMIN_KEY, PROFILE, FakeClock, Gunicorn, free_port
 from flask import Flask
 from flask.testing import FlaskClient
+from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import validate
 
 from verifier.app import create_app
@@ -82,3 +87,111 @@ def test_every_error_answer_is_the_one_envelope(client: FlaskClient) -> None:
     for name, response in document["components"]["responses"].items():
         assert response["content"]["application/json"]["schema"] == {
             "$ref": "#/components/schemas/ErrorEnvelope"}, name
+
+
+class Contract:
+    """Checks real answers against the document, and records which operations they covered."""
+
+    def __init__(self, document: dict[str, Any]) -> None:
+        self.document = document
+        self.templates = [(re.compile("^" + re.sub(r"\{[^}]+\}", "[^/]+", path) + "$"), path)
+                          for path in document["paths"]]
+        self.seen: set[tuple[str, str]] = set()
+
+    def resolve(self, node: Any) -> Any:
+        """The node with every local $ref replaced by what it points at."""
+        if isinstance(node, dict):
+            if "$ref" in node:
+                target: Any = self.document
+                for part in node["$ref"].removeprefix("#/").split("/"):
+                    target = target[part]
+                return self.resolve(target)
+            return {key: self.resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [self.resolve(item) for item in node]
+        return node
+
+    def check(self, response: requests.Response) -> requests.Response:
+        method = str(response.request.method)
+        path = urlsplit(str(response.request.url)).path
+        [template] = [t for pattern, t in self.templates if pattern.match(path)]
+        operation = self.document["paths"][template][method.lower()]
+        status = str(response.status_code)
+        assert status in operation["responses"], f"{method} {path} answered {status}: undocumented"
+        documented = self.resolve(operation["responses"][status])
+        if "content" in documented:
+            assert response.headers["Content-Type"] == "application/json"
+            schema = documented["content"]["application/json"]["schema"]
+            OAS30Validator(schema, format_checker=OAS30Validator.FORMAT_CHECKER).validate(
+                response.json())
+        else:
+            assert response.content == b""
+        for header in documented.get("headers", {}):
+            assert header in response.headers, f"{method} {path} {status} lacks {header}"
+        self.seen.add((template, method))
+        return response
+
+    def all_operations(self) -> set[tuple[str, str]]:
+        return {(path, method.upper()) for path, item in self.document["paths"].items()
+                for method in item if method != "parameters"}
+
+
+def test_answers_of_the_running_service_match_the_document(
+        gunicorn: Callable[..., Gunicorn], env: dict[str, str]) -> None:
+    server = gunicorn({**env, "VERIFIER_WORKERS": "1"})
+    document = requests.get(f"{server.url}/openapi.json", timeout=5).json()
+    validate(document)
+    contract = Contract(document)
+    http = requests.Session()
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+    def call(method: str, path: str, body: Any = None, headers: dict[str, str] | None = None,
+             data: bytes | None = None) -> requests.Response:
+        return contract.check(http.request(
+            method, server.url + path, json=body, data=data, timeout=5,
+            headers=admin if headers is None else headers))
+
+    def verify(method: str, token: str | None, body: Any = None) -> requests.Response:
+        raw = body if isinstance(body, bytes) else None
+        return call(method, "/api/v1/mozarto/verify-user", None if raw else body,
+                    {} if token is None else {"Authorization": f"Bearer {token}"}, raw)
+
+    call("GET", "/openapi.json")
+    call("GET", "/livez")
+    call("GET", "/readyz")
+    token = call("POST", "/admin/v1/sessions", {**PROFILE, "ttlSeconds": 600}).json()["token"]
+    call("POST", "/admin/v1/sessions", {**PROFILE, "email": "nope", "role": "x"})
+    call("POST", "/admin/v1/sessions", PROFILE, headers={})
+    call("POST", "/admin/v1/sessions", PROFILE, headers={"Authorization": "Bearer " + "w" * 40})
+    call("POST", "/admin/v1/sessions", data=json.dumps({**PROFILE, "x": "y" * 20000}).encode())
+    platform = "platform-session-jwt.eyJpZCI6InUtMSJ9.c2lnbmF0dXJlLWJ5dGVz"
+    call("POST", "/admin/v1/sessions/register", {"token": platform, **PROFILE})
+    call("POST", "/admin/v1/sessions/register", {"token": platform, **PROFILE})
+    verify("POST", token, {"userId": "u-1"})
+    verify("GET", token)
+    verify("POST", None)
+    verify("POST", token, {"userId": "u-2"})
+    verify("POST", token, b"[")
+    call("GET", "/admin/v1/users/u-1/sessions")
+    call("GET", "/admin/v1/users/u-1")
+    call("GET", "/admin/v1/users/nobody")
+    call("PATCH", "/admin/v1/users/u-1", {"lastName": "Byron", "emailVerified": None})
+    call("PATCH", "/admin/v1/users/u-1", {"blocked": "yes"})
+    for flag in ("blocked", "password-expired"):
+        call("PUT", f"/admin/v1/users/u-1/{flag}")
+        verify("POST", token)
+        call("DELETE", f"/admin/v1/users/u-1/{flag}")
+    call("PUT", "/admin/v1/users/nobody/blocked")
+    call("POST", "/admin/v1/sessions/revoke", {"token": platform})
+    verify("POST", platform)
+    call("DELETE", "/admin/v1/users/u-1/sessions")
+    call("GET", "/admin/v1/users/u-1/sessions")
+
+    assert contract.seen == contract.all_operations()
+
+    down = gunicorn({**env, "VERIFIER_WORKERS": "1",
+                     "VERIFIER_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})
+    server.url = down.url
+    assert call("GET", "/readyz").status_code == 503
+    assert verify("POST", token).status_code == 503
+    assert call("POST", "/admin/v1/sessions", PROFILE).status_code == 503

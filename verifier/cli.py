@@ -179,9 +179,52 @@ def session_revoke_user(user_id: str) -> None:
     click.echo(_sessions().revoke_user_sessions(user_id))
 
 
+@session.command("list")
+@click.argument("user_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON, as the admin API answers.")
+def session_list(user_id: str, as_json: bool) -> None:
+    """List a user's live sessions, oldest first (ids and times; never tokens)."""
+    user_id = schemas.load_user_id(user_id)
+    listed = schemas.SESSION_LIST.dump(
+        {"userId": user_id, "sessions": _sessions().list_sessions(user_id)})
+    if as_json:
+        click.echo(json.dumps(listed))
+        return
+    columns = {"SESSION ID": "sessionId", "CREATED": "createdAt", "EXPIRES": "expiresAt",
+               "LAST VERIFIED": "lastVerifiedAt", "IDLE TIMEOUT": "idleTimeoutSeconds"}
+    rows = [[_cell(s[key]) for key in columns.values()] for s in listed["sessions"]]
+    click.echo(_table(list(columns), rows))
+
+
 @cli.group()
 def user() -> None:
-    """Change what verification says about a user."""
+    """Read and change what verification says about a user."""
+
+
+@user.command("show")
+@click.argument("user_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON, as the admin API answers.")
+def user_show(user_id: str, as_json: bool) -> None:
+    """Show a user's details and flags."""
+    shown = schemas.USER.dump(_sessions().get_user(schemas.load_user_id(user_id)))
+    if as_json:
+        click.echo(json.dumps(shown))
+        return
+    click.echo(_table(["FIELD", "VALUE"], [[key, _cell(value)] for key, value in shown.items()]))
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "never"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=False)]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+                     for row in [headers, *rows])
 
 
 @user.command("expire-password")
