@@ -138,7 +138,8 @@ class Contract:
 
 def test_answers_of_the_running_service_match_the_document(
         gunicorn: Callable[..., Gunicorn], env: dict[str, str]) -> None:
-    server = gunicorn({**env, "VERIFIER_WORKERS": "1"})
+    server = gunicorn({**env, "VERIFIER_WORKERS": "1",
+                       "MOZARTO_SECRET_KEY": "mozarto-secret-key-for-tests-0123456789"})
     document = requests.get(f"{server.url}/openapi.json", timeout=5).json()
     validate(document)
     contract = Contract(document)
@@ -184,6 +185,9 @@ def test_answers_of_the_running_service_match_the_document(
     call("PUT", "/admin/v1/users/nobody/blocked")
     call("POST", "/admin/v1/sessions/revoke", {"token": platform})
     verify("POST", platform)
+    call("POST", "/admin/v1/user-tokens", {"sessionToken": token})
+    call("POST", "/admin/v1/user-tokens", {**PROFILE, "ttlSeconds": 60})
+    call("POST", "/admin/v1/user-tokens", {"sessionToken": platform})
     call("DELETE", "/admin/v1/users/u-1/sessions")
     call("GET", "/admin/v1/users/u-1/sessions")
 
@@ -195,3 +199,4 @@ def test_answers_of_the_running_service_match_the_document(
     assert call("GET", "/readyz").status_code == 503
     assert verify("POST", token).status_code == 503
     assert call("POST", "/admin/v1/sessions", PROFILE).status_code == 503
+    assert call("POST", "/admin/v1/user-tokens", {"sessionToken": token}).status_code == 501
