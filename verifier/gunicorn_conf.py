@@ -43,6 +43,9 @@ limit_request_line = 4094
 limit_request_fields = 64
 limit_request_field_size = 8190
 errorlog = "-"
+# gunicorn 25+ opens a management socket at ~/.gunicorn/gunicorn.ctl by default: one path shared by
+# every instance on the host, and a way to resize or stop the service besides signals. Off.
+control_socket_disable = True
 loglevel = _settings.log_level.lower()
 proc_name = "verifier"
 
