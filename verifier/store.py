@@ -236,6 +236,8 @@ def connect(settings: Settings, url: str | None = None) -> StoreClient:
     if target.topology is Topology.SENTINEL:
         sentinel_auth = {"username": settings.redis_sentinel_username,
                          "password": settings.redis_sentinel_password}
+        if target.tls:  # a URL says TLS for standalone and Cluster; Sentinel needs to be told
+            common["ssl"] = True
         sentinel = Sentinel(  # type: ignore[no-untyped-call]
             target.nodes,
             # The default would retry each sentinel 10 times with backoff.
