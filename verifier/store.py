@@ -24,9 +24,10 @@ import redis
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.commands.core import Script
+from redis.connection import SSLConnection
 from redis.exceptions import RedisClusterException
 from redis.retry import Retry
-from redis.sentinel import Sentinel, SentinelConnectionPool
+from redis.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
 
 from .config import Settings
 from .errors import StoreUnavailable, TokenConflict
@@ -246,6 +247,7 @@ def connect(settings: Settings, url: str | None = None) -> StoreClient:
             **common, **auth, retry=retry, health_check_interval=30)
         master = sentinel.master_for(  # type: ignore[no-untyped-call]
             target.service_name, db=target.db, connection_pool_class=_BlockingSentinelPool,
+            connection_class=_SentinelSSLConnection if target.tls else _SentinelConnection,
             **pool_options)
         return cast(redis.Redis, master)
     if target.topology is Topology.CLUSTER:
@@ -293,6 +295,8 @@ class _ClusterOnFirstUse:
         self._build = build
         self._client: RedisCluster | None = None
         self._lock = threading.Lock()
+        self._attempts = 0
+        self._failure: Exception | None = None
 
     def register_script(self, script: str) -> Script:
         """A script that runs on the cluster once it is built (as bytes: Script then needs no
@@ -300,10 +304,37 @@ class _ClusterOnFirstUse:
         return Script(cast(RedisCluster, self), script.encode())
 
     def __getattr__(self, name: str) -> Any:
+        return getattr(self._client or self._built(), name)
+
+    def _built(self) -> RedisCluster:
+        attempts = self._attempts
         with self._lock:
-            if self._client is None:
+            if self._client is not None:
+                return self._client
+            # Requests that queued behind a failed attempt share its failure rather than each
+            # waiting for the seeds' timeouts in turn.
+            if self._attempts != attempts and self._failure is not None:
+                raise self._failure
+            self._attempts += 1
+            try:
                 self._client = self._build()
-        return getattr(self._client, name)
+            except Exception as exc:
+                self._failure = exc
+                raise
+            return self._client
+
+
+class _SentinelConnection(SentinelManagedConnection):
+    """Asks the sentinels for the primary once per connection attempt. redis-py's own connect
+    retries the whole discovery, so hung sentinels would cost their timeouts twice; a dropped
+    connection is still retried once, by the command."""
+
+    def connect(self) -> None:
+        self._connect_retry()  # type: ignore[no-untyped-call]
+
+
+class _SentinelSSLConnection(_SentinelConnection, SSLConnection):
+    """The same over TLS."""
 
 
 @contextmanager
