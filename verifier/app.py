@@ -40,6 +40,10 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     settings = settings or load_settings()
     app = Flask("verifier")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    # Every answer in the one JSON envelope: no automatic OPTIONS (an empty text/html 200) and no
+    # HTML redirect for a path with doubled slashes (it answers 404 instead).
+    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
+    app.url_map.merge_slashes = False
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.json.compact = True  # type: ignore[attr-defined]
     app.extensions[EXTENSION] = build_services(settings, clock)
