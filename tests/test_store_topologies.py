@@ -28,10 +28,12 @@ from verifier.errors import StoreUnavailable, TokenConflict
 from verifier.store import NewSession, Outcome, RedisSessionStore, SessionRef, connect
 
 NOW = int(time.time() * 1000)
+# NOW is fixed at import: an hour of grace keeps these keys alive however long the suite runs first.
+GRACE_MS = 3_600_000
 
 
 def store_for(settings: Settings) -> RedisSessionStore:
-    return RedisSessionStore(connect(settings), settings.key_prefix, 60_000,
+    return RedisSessionStore(connect(settings), settings.key_prefix, GRACE_MS,
                              wait_replicas=settings.redis_wait_replicas,
                              wait_timeout_ms=settings.redis_wait_timeout_ms)
 
