@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from conftest import PROFILE
+from marshmallow import fields
 
 from verifier import schemas
 from verifier.errors import BadRequest, ValidationFailed
@@ -65,3 +66,17 @@ def test_merge_keeps_the_user_id() -> None:
 def test_success_envelope() -> None:
     assert schemas.dump_verified(PROFILE) == {
         "status": "success", "message": "User verified", "isSuccess": True, "data": PROFILE}
+
+
+@pytest.mark.parametrize("profile", [
+    PROFILE,
+    {key: value for key, value in PROFILE.items() if key != "emailVerified"},
+    {**PROFILE, "userId": "1", "firstName": "Zo\u00eb", "extra": "not in the answer"},
+])
+def test_success_envelope_is_what_the_schema_dumps(profile: dict[str, str]) -> None:
+    # dump_verified skips marshmallow's machinery on the hot path; it must not drift from it.
+    assert all(type(field) is fields.String for field in schemas.PROFILE_OUT.dump_fields.values())
+    expected = schemas.VERIFIED_ENVELOPE.dump({"data": profile})
+    assert schemas.dump_verified(profile) == expected
+    assert list(schemas.dump_verified(profile)) == list(expected)
+    assert list(schemas.dump_verified(profile)["data"]) == list(expected["data"])
