@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench bench-1m clean
+.PHONY: install run test lint bench bench-1m bench-profile clean
 
 $(STAMP): setup.cfg pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "verifier needs Python 3.11 or newer (set PYTHON=...)")'
@@ -34,6 +34,10 @@ bench: install
 
 bench-1m: install
 	$(BIN)/python bench/run.py --sessions 1000000 --compare 100000 $(BENCH_ARGS)
+
+# Where one verification's CPU goes, in-process (no wrk, so it barely moves with the machine's load).
+bench-profile: install
+	$(BIN)/python bench/hotpath.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
