@@ -7,7 +7,8 @@ printed as a table (README quotes it):
     verifies again within a few seconds of the store's return.
 
 Also the store's idle-connection behaviour through the Flask app. Run alone with
-`pytest -m faults`; leave out with `-m "not faults"`.
+`pytest -m faults`; leave out with `-m "not faults"`; FAULT_DRILL_STEPS=stopped,worker runs only
+those steps of the drill (the word after `step_` in each step's name).
 """
 
 from __future__ import annotations
