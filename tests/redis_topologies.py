@@ -305,13 +305,18 @@ def start_sentinel_group(workdir: Path, down_after_ms: int = 1000,
             "bind 127.0.0.1\n"
             f"sentinel monitor {SERVICE} 127.0.0.1 {primary.port} 2\n"
             f"sentinel down-after-milliseconds {SERVICE} {down_after_ms}\n"
-            f"sentinel failover-timeout {SERVICE} 10000\n"
+            # A failed election is tried again after twice this (the default: 6 minutes).
+            f"sentinel failover-timeout {SERVICE} 2000\n"
             f"sentinel parallel-syncs {SERVICE} 1\n")
         sentinels.append(Server(conf.parent, [str(conf), "--sentinel"], port=port, tls=tls))
     group = SentinelGroup(primary, replica, sentinels, tls)
     try:
         for server in sentinels:
             server.wait_ready()
+            # Tests only: INFO every second (not 10 s) and hellos every 0.25 s (not 2 s), so that
+            # a demoted or returning primary is made a replica in about a second, not ten.
+            with server.client() as client:
+                client.execute_command("SENTINEL", "DEBUG", "info-period", 1000, "publish-period", 250)
         wait_until(lambda: group_ready(group), 30, "the sentinels to see the replica and each other")
     except BaseException:
         group.stop()
@@ -333,13 +338,21 @@ def group_ready(group: SentinelGroup) -> bool:
                         if not (r["is_sdown"] or r["is_odown"])]
             if not replicas:
                 return False
+    return primary_has_replica(group)
+
+
+def primary_has_replica(group: SentinelGroup) -> bool:
+    """True when the current primary has a replica in sync that has acknowledged it."""
+    master_port = group.master_port()
     return _replica_online(next(s for s in group.data_nodes() if s.port == master_port))
 
 
 def _replica_online(primary: Server) -> bool:
     with primary.client() as client:
         info = client.info("replication")
-    return bool(info.get("connected_slaves")) and info["slave0"]["state"] == "online"
+    # A replica acknowledges its offset once a second; before the first, WAIT counts it out.
+    return (bool(info.get("connected_slaves")) and info["slave0"]["state"] == "online"
+            and info["slave0"]["offset"] > 0)
 
 
 @dataclass

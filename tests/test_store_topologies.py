@@ -18,6 +18,7 @@ from redis_topologies import (
     SilentServer,
     Tls,
     TlsServer,
+    primary_has_replica,
     wait_until,
 )
 
@@ -116,6 +117,29 @@ def test_with_wait_a_created_session_is_on_the_replica_when_create_returns(
             assert replica.exists(key) == 1
             if session.registered:
                 assert replica.get(store.alias_key(session.ref.token_hash)) == session.tag.encode()
+
+
+def test_a_planned_sentinel_failover_is_followed_at_the_next_request(
+        fresh_sentinel_group: SentinelGroup, env: dict[str, str]) -> None:
+    group = fresh_sentinel_group
+    store = store_for(load_settings({**env, "VERIFIER_REDIS_URL": group.url,
+                                     "VERIFIER_REDIS_WAIT_REPLICAS": "1"}))
+    session = new_session()
+    store.create(session, PROFILE)
+    assert store.verify(session.ref, NOW + 1, None).outcome is Outcome.VERIFIED
+    old_port = group.master_port()
+    with group.sentinels[0].client() as sentinel:
+        sentinel.execute_command("SENTINEL", "FAILOVER", "mymaster")
+    wait_until(lambda: group.master_port() != old_port, 30, "the new primary")
+    wait_until(lambda: primary_has_replica(group), 30, "the old primary to follow it")
+    # The pool's connections still lead to the old primary, now a replica: a write there is
+    # refused (READONLY), which must send the client to the new primary, not answer 503.
+    result = store.verify(session.ref, NOW + 2, None)
+    assert result.outcome is Outcome.VERIFIED
+    store.create(new_session(), PROFILE)
+    [listed] = [s for s in store.list_sessions("u-1", session.tag, NOW + 3)
+                if session.ref.token_hash.startswith(s.session_id)]
+    assert listed.last_verified_ms == NOW + 2
 
 
 @pytest.fixture(params=["standalone", "cluster"])
