@@ -28,6 +28,7 @@ from verifier.config import Settings, load_settings
 from verifier.errors import StoreUnavailable, TokenConflict
 from verifier.store import NewSession, Outcome, RedisSessionStore, SessionRef, connect
 
+# Fixed at import; sessions live an hour, so that they outlive a long test run.
 NOW = int(time.time() * 1000)
 # NOW is fixed at import: an hour of grace keeps these keys alive however long the suite runs first.
 GRACE_MS = 3_600_000
@@ -42,7 +43,7 @@ def store_for(settings: Settings) -> RedisSessionStore:
 def new_session(token: str | None = None, user_id: str = "u-1") -> NewSession:
     token = token or tokens.mint_token(user_id)
     ref = SessionRef(tokens.token_hash(token), tokens.minted_tag(token))
-    return NewSession(ref, user_id, tokens.routing_tag(user_id), NOW, NOW + 60_000, 0,
+    return NewSession(ref, user_id, tokens.routing_tag(user_id), NOW, NOW + 3_600_000, 0,
                       registered=ref.tag is None)
 
 
