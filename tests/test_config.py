@@ -86,3 +86,10 @@ def test_gunicorn_without_a_store_url_says_how_to_get_one() -> None:
     assert result.returncode != 0
     assert "VERIFIER_REDIS_URL" in result.stderr and "verifier serve" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_bad_secret_is_not_echoed_in_the_error() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings({"VERIFIER_REDIS_URL": "http://user:hunter2@h:6379/0"})
+    assert "VERIFIER_REDIS_URL" in info.value.problems[0]
+    assert "hunter2" not in str(info.value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable
 
 import pytest
@@ -169,3 +170,40 @@ def test_body_over_the_limit_is_413(client, make_session, settings) -> None:
 
 def test_unknown_path_is_404_in_the_envelope(client) -> None:
     assert_error(client.get("/nope"), 404, "not_found")
+
+
+def _store_calls(raw_redis) -> Counter[str]:
+    stats = raw_redis.info("commandstats")
+    return Counter({name: int(s["calls"]) for name, s in stats.items() if name != "cmdstat_info"})
+
+
+def _shape(client: FlaskClient, raw_redis, auth: str | None) -> Counter[str]:
+    before = _store_calls(raw_redis)
+    assert post(client, auth).status_code == 401
+    return _store_calls(raw_redis) - before
+
+
+def test_every_401_consults_the_store_the_same_way(client, app, make_session, clock, raw_redis) -> None:
+    """Unknown, revoked, expired and malformed tokens cost the same store commands (no timing oracle)."""
+    sessions = app.extensions["verifier"].sessions
+    revoked, expired = "platform-token-" + "r" * 30, "platform-token-" + "e" * 30
+    sessions.register_session(revoked, PROFILE)
+    sessions.revoke_session(revoked)
+    sessions.register_session(expired, PROFILE, ttl_seconds=60)
+    minted_revoked, minted_expired = make_session(), make_session(ttl_seconds=60)
+    sessions.revoke_session(minted_revoked)
+    clock.advance(61)
+    post(client, "Bearer warm-up-the-scripts")
+
+    shapes = {name: _shape(client, raw_redis, auth) for name, auth in {
+        "unknown": "Bearer platform-token-" + "u" * 30, "revoked": f"Bearer {revoked}",
+        "expired": f"Bearer {expired}", "malformed": "Bearer a b", "bad characters": "Bearer tok\x7fen",
+        "too long": "Bearer " + "x" * 5000, "missing": None, "empty": "Bearer ",
+    }.items()}
+    assert shapes["malformed"], "a malformed token still consults the store"
+    assert all(shape == shapes["unknown"] for shape in shapes.values()), shapes
+
+    minted = {name: _shape(client, raw_redis, auth) for name, auth in {
+        "unknown": "Bearer vfs_abcd_" + "A" * 43, "revoked": f"Bearer {minted_revoked}",
+        "expired": f"Bearer {minted_expired}"}.items()}
+    assert all(shape == minted["unknown"] for shape in minted.values()), minted

@@ -6,9 +6,11 @@ import logging
 
 from flask import Flask, Response
 
-from . import admin, health, openapi, verify
+from . import admin, callers, health, logs, metrics, openapi, verify
+from .callers import CallerPolicy
 from .config import Settings, load_settings
 from .errors import register_error_handlers
+from .ratelimit import FailureLimiter
 from .readiness import Readiness
 from .sessions import Clock, SessionManager
 from .store import RedisSessionStore, connect
@@ -20,10 +22,10 @@ log = logging.getLogger("verifier")
 
 def build_services(settings: Settings, clock: Clock | None = None) -> Services:
     """The store and session manager for these settings (shared by the app and the CLI)."""
-    store = RedisSessionStore(connect(settings), settings.key_prefix,
-                              settings.expired_grace_seconds * 1000,
-                              wait_replicas=settings.redis_wait_replicas,
-                              wait_timeout_ms=settings.redis_wait_timeout_ms)
+    store = metrics.timed(RedisSessionStore(connect(settings), settings.key_prefix,
+                                            settings.expired_grace_seconds * 1000,
+                                            wait_replicas=settings.redis_wait_replicas,
+                                            wait_timeout_ms=settings.redis_wait_timeout_ms))
     manager = SessionManager(
         store,
         default_ttl_seconds=settings.session_ttl_seconds,
@@ -32,7 +34,8 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
         **({"clock": clock} if clock else {}),
     )
     issuer = UserTokenIssuer.from_settings(settings, clock) if settings.mozarto_secret_key else None
-    return Services(settings, store, manager, Readiness(store), issuer)
+    return Services(settings, store, manager, Readiness(store), CallerPolicy.from_settings(settings),
+                    FailureLimiter.from_settings(store, settings), issuer)
 
 
 def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> Flask:
@@ -47,6 +50,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.json.compact = True  # type: ignore[attr-defined]
     app.extensions[EXTENSION] = build_services(settings, clock)
+    logs.configure(settings.log_level)
 
     register_error_handlers(app)
     app.register_blueprint(verify.bp)
@@ -56,6 +60,19 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         app.register_blueprint(admin.bp)
     else:
         log.warning("admin API off: VERIFIER_ADMIN_KEYS is unset, so every /admin/ path answers 404")
+    app.register_blueprint(metrics.bp)
+
+    @app.before_request
+    def _begin() -> None:
+        logs.begin_request()
+        callers.resolve_current(app.extensions[EXTENSION].callers)
+
+    @app.after_request
+    def _finish(response: Response) -> Response:
+        record = logs.finish_request(response, callers.current(),
+                                     log_health=settings.log_health_checks)
+        metrics.observe(record)
+        return response
 
     @app.after_request
     def _no_store(response: Response) -> Response:

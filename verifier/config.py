@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -99,6 +100,38 @@ def _log_level(raw: str) -> str:
     return level
 
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+CALLER_KEY_MIN_CHARS = 32
+# Characters that go into a URL's query unescaped (RFC 3986 unreserved), so a key pastes as is.
+_CALLER_KEY = re.compile(r"[A-Za-z0-9._~-]+")
+
+
+def _networks(raw: str) -> tuple[Network, ...]:
+    networks = []
+    for item in re.split(r"[\s,]+", raw.strip()):
+        try:
+            networks.append(ipaddress.ip_network(item))
+        except ValueError as exc:
+            raise ValueError(f"{item!r} is not an IPv4 or IPv6 address or CIDR block ({exc})") from None
+    return tuple(networks)
+
+
+def _caller_keys(raw: str) -> tuple[str, ...]:
+    keys = tuple(re.split(r"[\s,]+", raw.strip()))
+    for number, key in enumerate(keys, 1):
+        if len(key) < CALLER_KEY_MIN_CHARS or not _CALLER_KEY.fullmatch(key):
+            raise ValueError(f"key {number} must be at least {CALLER_KEY_MIN_CHARS} characters of "
+                             "letters, digits, '-', '.', '_' or '~' (e.g. `openssl rand -hex 32`)")
+    return keys
+
+
+def _flag(raw: str) -> bool:
+    value = raw.lower()
+    if value not in ("0", "1", "true", "false", "yes", "no", "on", "off"):
+        raise ValueError("must be true or false")
+    return value in ("1", "true", "yes", "on")
+
+
 @dataclass(frozen=True)
 class Var:
     """One environment variable: its settings field, coercer and default (None = unset)."""
@@ -174,6 +207,21 @@ VARIABLES: tuple[Var, ...] = (
         "Comma-separated keys of the admin API, each at least 32 characters; several at once let a "
         "key be rotated with no downtime. Unset: the admin API is off (every /admin/ path is 404).",
         secret=True),
+    Var("VERIFIER_LOG_HEALTH_CHECKS", "log_health_checks", _flag, "false",
+        "Also log /livez and /readyz requests (left out by default: probes would drown the rest)."),
+    Var("VERIFIER_ALLOWED_CALLERS", "allowed_callers", _networks, None,
+        "Addresses or CIDR blocks allowed to call the verify endpoint (unset: everyone)."),
+    Var("VERIFIER_TRUSTED_PROXIES", "trusted_proxies", _networks, None,
+        "Load balancers whose X-Forwarded-For is believed (unset: none; the peer is the caller)."),
+    Var("VERIFIER_CALLER_KEYS", "caller_keys", _caller_keys, None,
+        "Keys, one of which the verify endpoint's URL must carry as ?key= (unset: no key needed).",
+        secret=True),
+    Var("VERIFIER_FAILED_VERIFY_LIMIT", "failed_verify_limit", _non_negative_int, "120",
+        "Failed (401) verifications one caller address may have per window before 429 (0: no limit)."),
+    Var("VERIFIER_FAILED_VERIFY_WINDOW_SECONDS", "failed_verify_window_seconds", _positive_int, "60",
+        "The window of VERIFIER_FAILED_VERIFY_LIMIT."),
+    Var("VERIFIER_METRICS_ALLOWED", "metrics_allowed", _networks, "127.0.0.1/32,::1/128",
+        "Addresses or CIDR blocks that may read /metrics without the admin key."),
 )
 
 
@@ -211,6 +259,13 @@ class Settings:
     user_token_ttl_seconds: int
     user_token_skew_seconds: int
     admin_keys: tuple[str, ...] | None
+    log_health_checks: bool
+    allowed_callers: tuple[Network, ...] | None
+    trusted_proxies: tuple[Network, ...] | None
+    caller_keys: tuple[str, ...] | None
+    failed_verify_limit: int
+    failed_verify_window_seconds: int
+    metrics_allowed: tuple[Network, ...]
 
     @property
     def listen_address(self) -> str:
@@ -237,6 +292,8 @@ class Settings:
             value = getattr(self, var.field)
             if isinstance(value, tuple) and var.secret:
                 value = f"{len(value)} key{'s' * (len(value) != 1)}, masked"
+            elif isinstance(value, tuple):
+                value = [str(v) for v in value]
             elif value is not None and var.secret:
                 value = _mask(str(value))
             out[var.name] = str(value) if isinstance(value, Path) else value

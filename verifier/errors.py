@@ -20,15 +20,19 @@ class VerifierError(Exception):
         self.detail = detail
 
 
-class TokenMissing(VerifierError):
+class TokenRefused(VerifierError):
+    """The token opens no session: missing, invalid or expired (every failed verification)."""
+
+
+class TokenMissing(TokenRefused):
     """No session token was sent."""
 
 
-class TokenInvalid(VerifierError):
+class TokenInvalid(TokenRefused):
     """The session token is unknown, revoked or malformed."""
 
 
-class TokenExpired(VerifierError):
+class TokenExpired(TokenRefused):
     """The session's lifetime has passed."""
 
 
@@ -71,6 +75,18 @@ class AdminKeyMissing(VerifierError):
 
 class AdminKeyInvalid(VerifierError):
     """The admin key sent is not one of the configured keys."""
+
+
+class CallerNotAllowed(VerifierError):
+    """The caller's address is not allowed, or the URL does not carry a valid caller key."""
+
+
+class RateLimited(VerifierError):
+    """This caller has had too many failed verifications; `retry_after_seconds` until it may retry."""
+
+    def __init__(self, retry_after_seconds: int) -> None:
+        super().__init__(f"too many failed verifications; retry after {retry_after_seconds} s")
+        self.retry_after_seconds = retry_after_seconds
 
 
 class StoreUnavailable(VerifierError):
@@ -128,7 +144,10 @@ ANSWERS: dict[type[VerifierError], tuple[int, str, str, str]] = {
     UserMismatch: (403, "user_mismatch", "Forbidden",
                    "The userId in the request is not the session's user."),
     UserNotFound: (404, "user_not_found", "Not found", "No such user is known."),
+    CallerNotAllowed: (403, "caller_not_allowed", "Forbidden", "This caller may not use this endpoint."),
     TokenConflict: (409, "token_exists", "Conflict", "That token is already registered."),
+    RateLimited: (429, "rate_limited", "Too many requests",
+                  "Too many failed verifications from this caller; retry after the Retry-After delay."),
     StoreUnavailable: (503, "unavailable", "Service unavailable",
                        "The session store is unavailable; retry shortly."),
     UserTokensNotConfigured: (501, "not_configured", "Not implemented",
@@ -184,6 +203,8 @@ def answer_for(error: VerifierError) -> Response:
     response = envelope(status, code, message, human, extra)
     if type(error) in CHALLENGES:
         response.headers["WWW-Authenticate"] = CHALLENGES[type(error)]
+    if isinstance(error, RateLimited):
+        response.headers["Retry-After"] = str(error.retry_after_seconds)
     return response
 
 

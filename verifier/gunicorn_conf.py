@@ -1,11 +1,32 @@
 """gunicorn configuration: `gunicorn -c python:verifier.gunicorn_conf wsgi:app`."""
 
+import atexit
+import glob
+import os
+import shutil
 import signal
 import sys
+import tempfile
 from types import FrameType
 from typing import Any
 
-from verifier import readiness
+# prometheus-client picks multiprocess mode when it is first imported (importing `verifier` does),
+# so the directory where every worker writes its metrics is in the environment before that, and
+# holds nothing from an earlier run.
+_metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+if not _metrics_dir:
+    _metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="verifier-metrics-")
+
+    def _remove_metrics_dir(path: str = _metrics_dir, master: int = os.getpid()) -> None:
+        if os.getpid() == master:  # workers exit through sys.exit too, and run this
+            shutil.rmtree(path, ignore_errors=True)
+
+    atexit.register(_remove_metrics_dir)
+os.makedirs(_metrics_dir, exist_ok=True)
+for _stale in glob.glob(os.path.join(_metrics_dir, "*.db")):
+    os.remove(_stale)
+
+from verifier import logs, metrics, readiness
 from verifier.config import load_settings
 from verifier.errors import ConfigError
 
@@ -72,3 +93,18 @@ def post_worker_init(worker: Any) -> None:
 def worker_int(worker: Any) -> None:
     """SIGINT / SIGQUIT: the worker exits at once; say not ready for whatever still asks."""
     readiness.begin_shutdown()
+
+
+# Caller keys are redacted from gunicorn's own logs too (the access log, when it is turned on).
+logger_class = "verifier.logs.GunicornLogger"
+
+
+def on_starting(server: Any) -> None:
+    """Log the effective configuration once, secrets masked, as a JSON line on stdout."""
+    logs.configure(_settings.log_level)
+    logs.log_configuration(_settings.masked())
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """A worker has gone: let go of its live metric values (its counts stay in the total)."""
+    metrics.worker_exited(worker.pid)

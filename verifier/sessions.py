@@ -31,6 +31,10 @@ _DENIALS: dict[Outcome, type[Exception]] = {
 }
 
 
+# What a malformed token is looked up as: no token hashes to '~' (not in the base64url alphabet).
+_NO_TOKEN = SessionRef("~", None)
+
+
 @dataclass(frozen=True)
 class CreatedSession:
     """A session just written: the token is only ever seen here, by its creator."""
@@ -124,6 +128,11 @@ class SessionManager:
         if result.outcome is Outcome.VERIFIED and result.profile is not None:
             return result.profile
         raise _DENIALS.get(result.outcome, TokenInvalid)()
+
+    def look_up_nothing(self) -> None:
+        """Spend the store round trips an unknown token costs; for a token too malformed to look up,
+        so that timing cannot tell a malformed token from an unknown, revoked or expired one."""
+        self.store.verify(_NO_TOKEN, self._now_ms(), None)
 
     def revoke_session(self, token: str) -> bool:
         """End one session; False when it was already gone."""

@@ -7,6 +7,7 @@ record, their session index and every session minted for them share one slot):
     vf:{tag}:x:<userId>   zset   the user's session hashes, scored by key expiry (TTL = latest)
     vf:{tag}:s:<hash>     string "created|expires|idle|lastVerified|userId" (ms), TTL = expiry + grace
     vf:a:<hash>           string the tag of a registered (platform-issued) token's session (same TTL)
+    vf:f:<caller>         string failed verifications of one caller address in the current window
 
 `<hash>` is 128 bits of the token's SHA-256: a dump of Redis yields no usable token.
 """
@@ -143,6 +144,17 @@ else
   redis.call('SET', KEYS[1], value, 'KEEPTTL')
 end
 return {1, u[1], u[2], u[3], u[4], u[5], u[6], u[7]}
+"""
+
+# KEYS[1] failure counter. ARGV: window ms. Returns {count, ms until the window ends}.
+_COUNT_FAILURE = """
+local n = redis.call('INCR', KEYS[1])
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 then
+  ttl = tonumber(ARGV[1])
+  redis.call('PEXPIRE', KEYS[1], ttl)
+end
+return {n, ttl}
 """
 
 # KEYS: session, user, index. ARGV: value, key expiry, now, session hash, then profile k/v pairs.
@@ -362,6 +374,10 @@ def _profile_args(profile: Mapping[str, str]) -> list[str]:
     return args
 
 
+# (tag, hash) of a session key that never exists: '~' is not in a hash's base64url alphabet.
+_NO_SESSION = ("0000", "~")
+
+
 class RedisSessionStore:
     """SessionStore on Redis (standalone, Sentinel or Cluster), one round trip per verification."""
 
@@ -380,6 +396,7 @@ class RedisSessionStore:
         self._revoke_user = client.register_script(_REVOKE_USER)
         self._update_profile = client.register_script(_UPDATE_PROFILE)
         self._set_flag = client.register_script(_SET_FLAG)
+        self._count_failure = client.register_script(_COUNT_FAILURE)
 
     # Key names, all in one place.
     def _slot(self, tag: str) -> str:
@@ -396,6 +413,9 @@ class RedisSessionStore:
 
     def alias_key(self, token_hash: str) -> str:
         return f"{self.prefix}:a:{token_hash}"
+
+    def failure_key(self, subject: str) -> str:
+        return f"{self.prefix}:f:{subject}"
 
     def _tag_of(self, ref: SessionRef) -> str | None:
         if ref.tag is not None:
@@ -462,10 +482,11 @@ class RedisSessionStore:
     def verify(self, ref: SessionRef, now_ms: int, expected_user_id: str | None) -> VerifyResult:
         with _store_errors():
             tag = self._tag_of(ref)
-            if tag is None:
-                return VerifyResult(Outcome.UNKNOWN)
+            # An unknown registered token still runs the script, on a key that never exists, so it
+            # costs the same two round trips as a known one: timing cannot tell them apart.
+            tag, token_hash = (tag, ref.token_hash) if tag else _NO_SESSION
             reply = self._verify(
-                keys=[self.session_key(tag, ref.token_hash)],
+                keys=[self.session_key(tag, token_hash)],
                 args=[f"{self._slot(tag)}:u:", now_ms, self.grace_ms, expected_user_id or ""])
         outcome = Outcome(int(reply[0]))
         if outcome is not Outcome.VERIFIED:
@@ -473,6 +494,12 @@ class RedisSessionStore:
         profile = {key: _decode(value) for key, value in zip(PROFILE_KEYS, reply[1:], strict=True)
                    if value is not None}
         return VerifyResult(outcome, profile)  # type: ignore[arg-type]
+
+    def count_failure(self, subject: str, window_ms: int) -> tuple[int, int]:
+        """Add one failure for `subject`; the window's count and ms until it ends (one round trip)."""
+        with _store_errors():
+            count, remaining_ms = self._count_failure(keys=[self.failure_key(subject)], args=[window_ms])
+        return int(count), int(remaining_ms)
 
     def revoke(self, ref: SessionRef) -> bool:
         with _store_errors():

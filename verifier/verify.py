@@ -4,12 +4,21 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
 
-from . import openapi, schemas, tokens
+from . import callers, logs, openapi, schemas, tokens
+from .errors import CallerNotAllowed, TokenRefused
+from .sessions import SessionManager
 from .web import json_body, services
 
 bp = Blueprint("verify", __name__)
 
 VERIFY_PATH = "/api/v1/mozarto/verify-user"
+
+
+@bp.before_request
+def admit_caller() -> None:
+    """Refuse (403) a caller outside the allowlist or without a caller key, before any lookup."""
+    if not services().callers.admits(callers.current(), request.args.get(callers.KEY_PARAMETER)):
+        raise CallerNotAllowed()
 
 
 @bp.route(VERIFY_PATH, methods=["GET", "POST"], provide_automatic_options=False)
@@ -20,7 +29,25 @@ VERIFY_PATH = "/api/v1/mozarto/verify-user"
                 "session's user. A 403 carries no profile data.")
 def verify_user() -> Response:
     """Answer Mozarto: the user's details for a live session token, or a typed denial."""
-    token = tokens.token_from_authorization(request.headers.get("Authorization"))
-    expected_user_id = schemas.load_verify_request(json_body())
-    profile = services().sessions.verify_session(token, expected_user_id)
+    svc = services()
+    try:
+        profile = _verified_profile(svc.sessions)
+    except TokenRefused:
+        svc.limiter.record_failure(callers.current())  # RateLimited (429) past the limit
+        raise
+    logs.annotate(outcome="verified", user_id=profile["userId"])
     return jsonify(schemas.dump_verified(profile))
+
+
+def _verified_profile(sessions: SessionManager) -> dict[str, str]:
+    header = request.headers.get("Authorization")
+    try:
+        token = tokens.token_from_authorization(header)
+    except TokenRefused:
+        if header and header.strip():
+            logs.annotate(token_fingerprint=tokens.fingerprint(header.strip()))
+        # Every 401 costs the same store round trips: a malformed token is no faster to refuse.
+        sessions.look_up_nothing()
+        raise
+    logs.annotate(token_fingerprint=tokens.fingerprint(token))
+    return sessions.verify_session(token, schemas.load_verify_request(json_body()))

@@ -8,8 +8,10 @@ from typing import Any
 
 from flask import current_app, request
 
+from .callers import CallerPolicy
 from .config import Settings
 from .errors import BadRequest
+from .ratelimit import FailureLimiter
 from .readiness import Readiness
 from .sessions import SessionManager
 from .store import SessionStore
@@ -26,6 +28,8 @@ class Services:
     store: SessionStore
     sessions: SessionManager
     readiness: Readiness
+    callers: CallerPolicy
+    limiter: FailureLimiter
     # None when MOZARTO_SECRET_KEY is unset: minting answers 501.
     user_tokens: UserTokenIssuer | None = None
 
