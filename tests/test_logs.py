@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -160,6 +161,10 @@ def test_gunicorn_access_log_is_redacted(gunicorn, env) -> None:
     server = gunicorn({**env, "VERIFIER_CALLER_KEYS": KEY, "GUNICORN_CMD_ARGS": "--access-logfile -"})
     response = requests.get(f"{server.url}{PATH}?key={KEY}", headers={"X-Request-ID": "e2e-1"}, timeout=5)
     assert response.status_code == 401 and response.headers["X-Request-ID"] == "e2e-1"
+    # gunicorn writes its access line after the response has gone: wait for it.
+    deadline = time.monotonic() + 10
+    while f"{PATH}?key=" not in server.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
     log = server.log()
     assert f"{PATH}?key=***" in log, "gunicorn's access log line is there, redacted"
     assert KEY not in log
