@@ -18,7 +18,7 @@ from flask import Blueprint, Response, request
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, multiprocess
 from prometheus_client.exposition import choose_encoder
 
-from . import admin, callers, tokens
+from . import admin, callers, openapi, tokens
 from .errors import CallerNotAllowed, StoreUnavailable, TokenRefused
 from .logs import RequestRecord
 from .store import SessionStore
@@ -53,6 +53,11 @@ bp = Blueprint("metrics", __name__)
 
 
 @bp.get("/metrics")
+@openapi.operation(
+    responses={200: None}, errors=(403,),
+    description="Prometheus metrics (text format; OpenMetrics when asked for), summed over every "
+                "worker. Only for addresses in VERIFIER_METRICS_ALLOWED (default: this host) or "
+                "with `Authorization: Bearer <admin key>`; 403 caller_not_allowed otherwise.")
 def scrape() -> Response:
     """The metrics of every worker, in the format the scraper asks for; 403 to anyone not allowed."""
     if not _may_scrape():

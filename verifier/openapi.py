@@ -50,13 +50,15 @@ PATH_PARAMETERS: dict[str, dict[str, Any]] = {
 
 ERROR_RESPONSE_NAMES = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound",
                         405: "MethodNotAllowed", 409: "Conflict", 413: "PayloadTooLarge",
-                        501: "NotConfigured", 503: "Unavailable"}
+                        429: "TooManyRequests", 501: "NotConfigured", 503: "Unavailable"}
 
 # Headers that come with an error status, whichever route answers it.
 ERROR_HEADERS: dict[int, dict[str, Any]] = {
     401: {"WWW-Authenticate": {"description": "The Bearer challenge (RFC 6750).",
                                "schema": {"type": "string"}}},
     405: {"Allow": {"description": "The methods this path answers.", "schema": {"type": "string"}}},
+    429: {"Retry-After": {"description": "Seconds until the caller's failure window ends.",
+                          "schema": {"type": "integer"}}},
     503: {"Retry-After": {"description": "Seconds to wait before retrying.",
                           "schema": {"type": "integer"}}},
 }

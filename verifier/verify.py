@@ -24,9 +24,12 @@ def admit_caller() -> None:
 @bp.route(VERIFY_PATH, methods=["GET", "POST"], provide_automatic_options=False)
 @openapi.operation(
     security="sessionToken", body=schemas.VerifyRequestSchema, body_required=False,
-    responses={200: schemas.VerifiedEnvelopeSchema}, errors=(400, 401, 403, 413, 503),
+    responses={200: schemas.VerifiedEnvelopeSchema}, errors=(400, 401, 403, 413, 429, 503),
     description="Mozarto's User Auth URL call. The body is optional; a userId in it must be the "
-                "session's user. A 403 carries no profile data.")
+                "session's user. A 403 carries no profile data. With VERIFIER_CALLER_KEYS set, the "
+                "URL carries one of them as `?key=`; with VERIFIER_ALLOWED_CALLERS set, only those "
+                "addresses may call (403 caller_not_allowed, before any lookup). Past "
+                "VERIFIER_FAILED_VERIFY_LIMIT failures per caller, a failure answers 429.")
 def verify_user() -> Response:
     """Answer Mozarto: the user's details for a live session token, or a typed denial."""
     svc = services()
