@@ -53,6 +53,9 @@ def test_metrics_endpoint_serves_prometheus_text_to_localhost(client: FlaskClien
     assert values[("verifier_verifications_total", frozenset({("outcome", "verified")}))] >= 1
     assert any(name == "verifier_store_call_duration_seconds_count" and ("operation", "verify") in labels
                for name, labels in values)
+    openmetrics = client.get("/metrics", headers={"Accept": "application/openmetrics-text"})
+    assert openmetrics.content_type.startswith("application/openmetrics-text")
+    assert openmetrics.get_data(as_text=True).endswith("# EOF\n")
 
 
 def test_metrics_is_refused_outside_its_allowlist(env, clock) -> None:
