@@ -28,8 +28,9 @@ def test_primary_killed_under_load(gunicorn, env: dict[str, str],
                                    fresh_sentinel_group: SentinelGroup,
                                    capsys: pytest.CaptureFixture[str]) -> None:
     group = fresh_sentinel_group
+    # The load's bad tokens all come from one address: no failure limit, so each answers 401.
     service_env = {**env, "VERIFIER_REDIS_URL": group.url, "VERIFIER_REDIS_WAIT_REPLICAS": "1",
-                   "VERIFIER_WORKERS": "2", "VERIFIER_THREADS": "4"}
+                   "VERIFIER_WORKERS": "2", "VERIFIER_THREADS": "4", "VERIFIER_FAILED_VERIFY_LIMIT": "0"}
     manager = build_services(load_settings(service_env)).sessions
     good = [manager.create_session({**PROFILE, "userId": f"u-{i}"}).token for i in range(20)]
     good.append(manager.register_session("platform-jwt." + "g" * 40, PROFILE).token)
