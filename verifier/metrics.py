@@ -54,7 +54,7 @@ bp = Blueprint("metrics", __name__)
 
 @bp.get("/metrics")
 @openapi.operation(
-    responses={200: None}, errors=(403,),
+    responses={200: {"type": "string"}}, errors=(403,), media_type="text/plain",
     description="Prometheus metrics (text format; OpenMetrics when asked for), summed over every "
                 "worker. Only for addresses in VERIFIER_METRICS_ALLOWED (default: this host) or "
                 "with `Authorization: Bearer <admin key>`; 403 caller_not_allowed otherwise.")

@@ -75,6 +75,8 @@ class Operation:
     security: str | None = None
     summary: str | None = None
     description: str | None = None
+    # The media type of the success responses (errors are always the JSON envelope).
+    media_type: str = JSON
 
 
 def operation(**kwargs: Any) -> Callable[[View], View]:
@@ -164,7 +166,7 @@ def _operation(described: Operation, view: Callable[..., Any], operation_id: str
     for status, schema in described.responses.items():
         responses[str(status)] = {"description": http.HTTPStatus(status).phrase}
         if schema is not None:
-            responses[str(status)]["content"] = {JSON: {"schema": schema}}
+            responses[str(status)]["content"] = {described.media_type: {"schema": schema}}
     for status in described.errors:
         responses[str(status)] = _error_response_name(status)
     out: dict[str, Any] = {"operationId": operation_id, "summary": summary, "tags": [tag],
