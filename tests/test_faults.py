@@ -317,8 +317,10 @@ def test_fault_drill(gunicorn: Callable[..., object], drill_store: OwnValkey, se
     bad = [revoked, tokens.mint_token("u-1"), tokens.mint_token("nobody"),
            "platform-jwt." + "q" * 40, "not-a-session"]
 
+    # The drill's bad tokens all come from one address: no failure limit, so each answers 401.
     server = gunicorn({"VERIFIER_REDIS_URL": drill_store.url,
-                       "VERIFIER_KEY_PREFIX": store_settings.key_prefix})
+                       "VERIFIER_KEY_PREFIX": store_settings.key_prefix,
+                       "VERIFIER_FAILED_VERIFY_LIMIT": "0"})
     base: str = server.url  # type: ignore[attr-defined]
     master: int = server.process.pid  # type: ignore[attr-defined]
     deadline = time.monotonic() + 10
