@@ -15,7 +15,7 @@ from .readiness import Readiness
 from .sessions import Clock, SessionManager
 from .store import RedisSessionStore, connect
 from .user_tokens import UserTokenIssuer
-from .web import EXTENSION, Services
+from .web import EXTENSION, Services, services
 
 log = logging.getLogger("verifier")
 
@@ -65,7 +65,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     @app.before_request
     def _begin() -> None:
         logs.begin_request()
-        callers.resolve_current(app.extensions[EXTENSION].callers)
+        callers.resolve_current(services().callers)
 
     @app.after_request
     def _finish(response: Response) -> Response:

@@ -6,7 +6,6 @@ from flask import Blueprint, Response, jsonify, request
 
 from . import callers, logs, openapi, schemas, tokens
 from .errors import CallerNotAllowed, TokenRefused
-from .sessions import SessionManager
 from .web import json_body, services
 
 bp = Blueprint("verify", __name__)
@@ -32,17 +31,16 @@ def admit_caller() -> None:
                 "VERIFIER_FAILED_VERIFY_LIMIT failures per caller, a failure answers 429.")
 def verify_user() -> Response:
     """Answer Mozarto: the user's details for a live session token, or a typed denial."""
-    svc = services()
     try:
-        profile = _verified_profile(svc.sessions)
+        profile = _verified_profile()
     except TokenRefused:
-        svc.limiter.record_failure(callers.current())  # RateLimited (429) past the limit
+        services().limiter.record_failure(callers.current())  # RateLimited (429) past the limit
         raise
     logs.annotate(outcome="verified", user_id=profile["userId"])
     return jsonify(schemas.dump_verified(profile))
 
 
-def _verified_profile(sessions: SessionManager) -> dict[str, str]:
+def _verified_profile() -> dict[str, str]:
     header = request.headers.get("Authorization")
     try:
         token = tokens.token_from_authorization(header)
@@ -50,7 +48,7 @@ def _verified_profile(sessions: SessionManager) -> dict[str, str]:
         if header and header.strip():
             logs.annotate(token_fingerprint=tokens.fingerprint(header.strip()))
         # Every 401 costs the same store round trips: a malformed token is no faster to refuse.
-        sessions.look_up_nothing()
+        services().sessions.look_up_nothing()
         raise
     logs.annotate(token_fingerprint=tokens.fingerprint(token))
-    return sessions.verify_session(token, schemas.load_verify_request(json_body()))
+    return services().sessions.verify_session(token, schemas.load_verify_request(json_body()))
