@@ -313,8 +313,8 @@ def test_fault_drill(gunicorn: Callable[..., object], drill_store: OwnValkey, se
             for i in range(GOOD_SESSIONS)}
     revoked = services.sessions.create_session(PROFILE).token
     services.sessions.revoke_session(revoked)
+    # Redis.close() leaves open a connection pool it was handed: disconnect the pool itself.
     services.store.client.connection_pool.disconnect()  # type: ignore[attr-defined]
-    # (Redis.close() leaves open a connection pool it was handed: disconnect the pool itself.)
     bad = [revoked, tokens.mint_token("u-1"), tokens.mint_token("nobody"),
            "platform-jwt." + "q" * 40, "not-a-session"]
 
