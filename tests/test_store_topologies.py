@@ -143,6 +143,32 @@ def test_a_planned_sentinel_failover_is_followed_at_the_next_request(
     assert listed.last_verified_ms == NOW + 2
 
 
+def test_a_connection_to_a_demoted_primary_finds_the_new_one_at_its_retry(
+        fresh_sentinel_group: SentinelGroup, env: dict[str, str]) -> None:
+    group = fresh_sentinel_group
+    store = store_for(load_settings({**env, "VERIFIER_REDIS_URL": group.url}))
+    session = new_session()
+    store.create(session, PROFILE)
+    assert store.verify(session.ref, NOW + 1, None).outcome is Outcome.VERIFIED
+    # Swap the roles behind the pool's back: the sentinels now name the replica, and the old
+    # primary follows it without closing its clients (a Sentinel failover would close them).
+    for sentinel in group.sentinels:
+        with sentinel.client() as client:
+            client.execute_command("SENTINEL", "REMOVE", "mymaster")
+    with group.replica.client() as client:
+        client.execute_command("REPLICAOF", "NO", "ONE")
+    for sentinel in group.sentinels:
+        with sentinel.client() as client:
+            client.execute_command("SENTINEL", "MONITOR", "mymaster", "127.0.0.1",
+                                   group.replica.port, 2)
+    with group.primary.client() as client:
+        client.execute_command("REPLICAOF", "127.0.0.1", group.replica.port)
+    # The pooled connection meets READONLY; its one retry must ask the sentinels, not redial
+    # the old address (which would answer READONLY again, request after request).
+    for offset in (2, 3):
+        assert store.verify(session.ref, NOW + offset, None).outcome is Outcome.VERIFIED
+
+
 @pytest.fixture(params=["standalone", "cluster"])
 def replica_less_env(request: pytest.FixtureRequest, env: dict[str, str]) -> dict[str, str]:
     """A store with no replica at all, so that every WAIT for one times out."""

@@ -337,12 +337,21 @@ class _ClusterOnFirstUse:
 
 
 class _SentinelConnection(SentinelManagedConnection):
-    """Asks the sentinels for the primary once per connection attempt. redis-py's own connect
-    retries the whole discovery, so hung sentinels would cost their timeouts twice; a dropped
-    connection is still retried once, by the command."""
+    """A connection to the primary that asks the sentinels where it is at every (re)connect,
+    once. redis-py asks only in connect(), and twice there (its retry repeats the round, so hung
+    sentinels cost their timeouts twice); a command's retry reconnects by another way, to the
+    old address, which after a demotion answers READONLY again, request after request."""
 
     def connect(self) -> None:
-        self._connect_retry()  # type: ignore[no-untyped-call]
+        self.connect_check_health()
+
+    def connect_check_health(self, check_health: bool = True,
+                             retry_socket_connect: bool = True) -> None:
+        if self._sock:
+            return
+        self.host, self.port = self.connection_pool.get_master_address()
+        super().connect_check_health(check_health=self.connection_pool.check_connection,
+                                     retry_socket_connect=False)
 
 
 class _SentinelSSLConnection(_SentinelConnection, SSLConnection):
