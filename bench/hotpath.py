@@ -10,12 +10,14 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
+import os
 import pstats
 import sys
 import tempfile
 import time
 import timeit
 from collections.abc import Callable
+from contextlib import redirect_stdout
 from pathlib import Path
 from typing import Any
 
@@ -75,12 +77,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server", choices=("auto", "redis", "valkey"), default="auto")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="verifier-profile-") as tmp, \
-            redis_server(args.server, Path(tmp)) as (url, server):
+            redis_server(args.server, Path(tmp)) as (url, server), open(os.devnull, "w") as devnull:
         settings = load_settings({"VERIFIER_REDIS_URL": url})
         tokens = io.StringIO()
         Seeder(settings, 500).create(1000, tokens)
         pairs = [(t, u) for t, u in (line.split("\t") for line in tokens.getvalue().splitlines())]
-        call = wsgi_caller(create_app(settings), pairs)
+        # The access log is written (as under gunicorn), but to /dev/null rather than the screen.
+        with redirect_stdout(devnull):
+            app = create_app(settings)
+        call = wsgi_caller(app, pairs)
         verify_us = cpu_us_per_call(lambda: call("verify"), args.calls, args.repeats)
         livez_us = cpu_us_per_call(lambda: call("livez"), args.calls, args.repeats)
         print(f"store {server}; CPU per request in-process (least of {args.repeats} x "
