@@ -442,7 +442,8 @@ def main(argv: list[str] | None = None) -> int:
         deployments = []
         for sessions in sizes:
             url, server = stack.enter_context(redis_server(args.server, workdir))
-            name = f"{sessions // 1000}k" if sessions < 1_000_000 else f"{sessions / 1e6:g}M"
+            name = (f"{sessions / 1e6:g}M" if sessions >= 1_000_000
+                    else f"{sessions / 1e3:g}k" if sessions >= 1000 else str(sessions))
             token_file = workdir / f"tokens-{sessions}.tsv"
             print(f"bench: seeding {sessions:,} sessions into {server} ...", flush=True)
             memory = seed(url, sessions, args.sessions_per_user, token_file, log)
@@ -476,13 +477,14 @@ def main(argv: list[str] | None = None) -> int:
         loads.append(load_average())
         summary, met = report(deployments, runs, args, loads)
     out = RESULTS / f"{stamp}-{'-'.join(d.name for d in deployments)}"
-    out.with_suffix(".txt").write_text(summary + "\n\n" + "\n".join(log) + "\n")
-    out.with_suffix(".json").write_text(json.dumps({
+    text, data = Path(f"{out}.txt"), Path(f"{out}.json")
+    text.write_text(summary + "\n\n" + "\n".join(log) + "\n")
+    data.write_text(json.dumps({
         "summary": summary.splitlines(), "targets_met": met, "log": log,
         "runs": [asdict(r) for r in runs],
         "memory": {d.name: d.memory for d in deployments}}, indent=2) + "\n")
     print("\n" + summary)
-    print(f"\nbench: results in {out.with_suffix('.txt').relative_to(ROOT)} (and .json)")
+    print(f"\nbench: results in {text.relative_to(ROOT)} (and .json)")
     return 0
 
 
