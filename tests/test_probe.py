@@ -285,3 +285,24 @@ def test_plain_http_to_a_public_host_is_a_warning() -> None:
     assert notes("http://127.0.0.1:8000/x") == notes("http://localhost/x") == []
     with pytest.raises(ProbeUsageError):
         Prober("mailto:x", TOKEN)
+
+
+def test_a_body_nested_too_deep_is_not_json_not_a_traceback(serve) -> None:
+    def deep(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        # Read the request: wsgiref closing on unread bytes resets the connection mid-answer.
+        environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        return answer(start_response, "200 OK", b"[" * 100_000 + b"]" * 100_000)
+
+    report = probe(serve(deep), TOKEN, "u-1")
+    assert all("body_not_json" in codes for codes in failed(report).values()), failed(report)
+
+
+def test_an_endless_body_fails_at_the_size_cap(serve) -> None:
+    def endless(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterator[bytes]:
+        environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        start_response("200 OK", [("Content-Type", "application/json")])
+        while True:
+            yield b" " * 65536
+
+    report = probe(serve(endless), TOKEN, "u-1")
+    assert failed(report) == {name: {"body_too_large"} for name in NO_FAILURES}

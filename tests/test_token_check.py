@@ -109,6 +109,16 @@ ERRORS = [
     ("Bearer:", f"Bearer: {GOOD}", Form.AUTO, "bearer_colon"),
     ("header name pasted too", f"x-user-token: Bearer {GOOD}", Form.AUTO, "header_name_included"),
     ("a line break", f"Bearer {GOOD}\n", Form.AUTO, "line_break"),
+    # JSON null decodes to None: it must not pass for "nothing to report".
+    ("payload null", f"{part(HS256)}.{b64(b'null')}.sig", Form.AUTO, "payload_not_object"),
+    ("header null", f"{b64(b'null')}.{part(CLAIMS)}.sig", Form.AUTO, "malformed_header"),
+    ("exp beyond any float", make({**CLAIMS, "exp": 10**400}), Form.AUTO, "malformed_claim"),
+    ("iat beyond any float", make({**CLAIMS, "iat": -10**400}), Form.AUTO, "malformed_claim"),
+    ("nbf beyond any float", make({**CLAIMS, "nbf": 10**400}), Form.AUTO, "malformed_claim"),
+    # Receivers differ on which of two same-named members wins; the checker must not pick one.
+    ("userId twice", make(b'{"userId": 7, ' + json.dumps(CLAIMS).encode()[1:]), Form.AUTO,
+     "duplicate_key"),
+    ("alg twice", make(header=b'{"alg": "none", "alg": "HS256"}'), Form.AUTO, "duplicate_key"),
 ]
 
 

@@ -23,7 +23,9 @@ Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 KEY_PARAMETER = "key"
 # IPv6 callers are limited per /64: one host usually holds a whole /64.
 IPV6_SUBJECT_PREFIX = 64
-_KEY_IN_TEXT = re.compile(rf"(?i)(?<![A-Za-z0-9_]){KEY_PARAMETER}=[^&\s\"']*")
+# The name in any spelling the query parser decodes to `key` (each letter plain or %XX).
+_KEY_NAME = "".join(f"(?:{c}|%{ord(c):02x})" for c in KEY_PARAMETER)
+_KEY_IN_TEXT = re.compile(rf"(?i)(?<![A-Za-z0-9_]){_KEY_NAME}=[^&\s\"']*")
 _BRACKETED = re.compile(r"\[([0-9A-Fa-f:.%]+)\](?::\d+)?")
 _V4_WITH_PORT = re.compile(r"(\d{1,3}(?:\.\d{1,3}){3}):\d+")
 
@@ -61,7 +63,9 @@ def limit_subject(address: Address | None) -> str:
 
 def redact(text: str) -> str:
     """The text with every `key=<value>` replaced by `key=***` (for log lines and URLs)."""
-    return _KEY_IN_TEXT.sub(f"{KEY_PARAMETER}=***", text) if KEY_PARAMETER in text.lower() else text
+    if KEY_PARAMETER not in text.lower() and "%" not in text:
+        return text
+    return _KEY_IN_TEXT.sub(f"{KEY_PARAMETER}=***", text)
 
 
 def _digest(key: str) -> bytes:

@@ -22,6 +22,8 @@ from .errors import ValidationFailed
 
 DEFAULT_TIMEOUT_SECONDS = 5.0
 SLOW_MS = 1000.0
+# A User Auth URL answers a few hundred bytes; anything past this is not an answer to read whole.
+MAX_BODY_BYTES = 1 << 20
 JSON_TYPES = ("application/json",)
 
 
@@ -220,8 +222,10 @@ class Prober:
         data = json.dumps(body).encode() if body is not None else None
         started = time.perf_counter()
         try:
-            response = self.http.post(self.url, headers=headers, data=data,
+            response = self.http.post(self.url, headers=headers, data=data, stream=True,
                                       timeout=self.timeout_seconds, allow_redirects=False)
+            with response:
+                too_long = _read_body(response, started + self.timeout_seconds)
         except requests.Timeout:
             step.latency_ms = (time.perf_counter() - started) * 1000
             step.failed(f"no answer within {self.timeout_seconds:g} s; Mozarto's own timeout is "
@@ -233,6 +237,10 @@ class Prober:
             return None
         step.latency_ms = (time.perf_counter() - started) * 1000
         step.status = response.status_code
+        if too_long:
+            step.failed(f"the body was still coming after {self.timeout_seconds:g} s or "
+                        f"{MAX_BODY_BYTES} bytes; an answer is a small JSON object", too_long)
+            return None
         step.expect(step.latency_ms < self.slow_ms, "latency",
                     f"answered in {step.latency_ms:.0f} ms",
                     f"answered in {step.latency_ms:.0f} ms; keep answers well inside a second",
@@ -255,7 +263,7 @@ class Prober:
                     f"Cache-Control {cache or '(none)'}, expected no-store: a cache could keep "
                     "the user's details")
         try:
-            body = response.json()
+            body = _json(response)
         except ValueError:
             step.failed(f"the body is not JSON: {_short(response.text)!r}", "body_not_json")
             return None
@@ -348,6 +356,29 @@ class Prober:
                     f"error code {first['code']!r}, CONTRACT.md says {code!r}", warn_only=True)
 
 
+def _read_body(response: requests.Response, deadline: float) -> str | None:
+    """Read the body within the deadline and size cap; the failure code when it overran."""
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in response.iter_content(8192):
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return "body_too_large"
+        if time.perf_counter() > deadline:
+            return "timeout"
+        chunks.append(chunk)
+    response._content = b"".join(chunks)  # what .json() and .text read from now on
+    return None
+
+
+def _json(response: requests.Response) -> Any:
+    """The body as JSON; ValueError also for JSON nested too deep to decode."""
+    try:
+        return response.json()
+    except RecursionError as exc:
+        raise ValueError("JSON nested too deeply") from exc
+
+
 def _show(value: Any) -> str:
     return "missing" if value is None else _short(json.dumps(value))
 
@@ -361,7 +392,7 @@ def _status_hint(response: requests.Response) -> str:
     if 300 <= response.status_code < 400:
         return f" (a redirect to {response.headers.get('Location', '?')}: register the final URL)"
     try:
-        first = response.json()["errors"][0]
+        first = _json(response)["errors"][0]
         return f" (the server says {first['code']}: {_short(str(first.get('message', '')))})"
     except (ValueError, LookupError, TypeError):
         return ""

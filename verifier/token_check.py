@@ -23,6 +23,8 @@ NUMERIC_CLAIMS = ("exp", "nbf", "iat")
 LONG_LIVED_SECONDS = 24 * 3600
 _BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
 _BEARER = re.compile(r"(?i)bearer(?=[ \t:]|$)")
+# decode_json's answer for a part it could not read (JSON null decodes to None, a valid reading).
+_UNREADABLE = object()
 
 
 class Severity(enum.StrEnum):
@@ -184,7 +186,7 @@ class _Checker:
                 return False
         header = self.decode_json(segments[0], "header")
         payload = self.decode_json(segments[1], "payload")
-        if header is None or payload is None:
+        if header is _UNREADABLE or payload is _UNREADABLE:
             return False
         if not isinstance(header, dict):
             self.error("malformed_header", "The JWT header is not a JSON object.")
@@ -203,13 +205,21 @@ class _Checker:
             raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
         except (binascii.Error, ValueError):
             self.error("not_a_jwt", f"The {name} part is not valid base64url.")
-            return None
+            return _UNREADABLE
+        duplicates: list[str] = []
         try:
-            return json.loads(raw.decode("utf-8"))
+            value = json.loads(raw.decode("utf-8"),
+                               object_pairs_hook=lambda pairs: _object(pairs, duplicates))
         except (UnicodeDecodeError, ValueError, RecursionError):
             code = "malformed_header" if name == "header" else "malformed_payload"
             self.error(code, f"The {name} part is not UTF-8 JSON.")
-            return None
+            return _UNREADABLE
+        if duplicates:
+            self.error("duplicate_key",
+                       f"The {name} has {', '.join(sorted(set(duplicates)))} more than once: "
+                       "receivers differ on which one counts (some refuse the token). Give each "
+                       "once.")
+        return value
 
     def check_algorithm(self, token: str) -> None:
         assert self.header is not None
@@ -292,12 +302,11 @@ class _Checker:
         for claim in NUMERIC_CLAIMS:
             if claim not in payload:
                 continue
-            value = payload[claim]
-            if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                    or not math.isfinite(value):
+            value = _seconds(payload[claim])
+            if value is None:
                 self.error("malformed_claim",
                            f"{claim}: must be a number of seconds since the epoch, is "
-                           f"{json.dumps(value)[:40]}.")
+                           f"{json.dumps(payload[claim])[:40]}.")
             else:
                 times[claim] = value
         now = self.now
@@ -321,6 +330,26 @@ class _Checker:
 # Stand-ins for the fields a token lacks, so the schema reports only on the fields it has.
 _PLACEHOLDER = {"userId": "u", "email": "x@example.test", "firstName": "x", "lastName": "x",
                 "phone": "+441234567890", "countryCode": "GB"}
+
+
+def _object(pairs: list[tuple[str, Any]], duplicates: list[str]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            duplicates.append(key)
+        seen[key] = value
+    return seen
+
+
+def _seconds(value: Any) -> float | None:
+    # An int too large for a float (10**400) is no date any receiver can read either.
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        seconds = float(value)
+    except OverflowError:
+        return None
+    return seconds if math.isfinite(seconds) else None
 
 
 def _ago(seconds: float) -> str:
