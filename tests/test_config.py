@@ -93,3 +93,22 @@ def test_a_bad_secret_is_not_echoed_in_the_error() -> None:
         load_settings({"VERIFIER_REDIS_URL": "http://user:hunter2@h:6379/0"})
     assert "VERIFIER_REDIS_URL" in info.value.problems[0]
     assert "hunter2" not in str(info.value)
+
+
+def test_every_variable_is_documented_in_the_readme() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert [var.name for var in VARIABLES if f"`{var.name}`" not in readme] == []
+
+
+def test_config_command_prints_the_effective_configuration_masked() -> None:
+    from click.testing import CliRunner
+
+    from verifier.cli import cli
+
+    env = {"VERIFIER_REDIS_URL": "redis://u:hunter2hunter2@h:6379/0", "VERIFIER_WORKERS": "3"}
+    result = CliRunner().invoke(cli, ["config"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "hunter2" not in result.output
+    assert any(line.split() == ["VERIFIER_WORKERS", "3"] for line in result.output.splitlines())
+    bad = CliRunner().invoke(cli, ["config"], env={"VERIFIER_WORKERS": "x"})
+    assert bad.exit_code == 2 and "VERIFIER_WORKERS" in bad.stderr

@@ -14,7 +14,7 @@ import click
 
 from . import schemas
 from .cashier import COMPANY_TOKEN_VARIABLE, as_curl, as_json, cashier_headers
-from .config import Settings, load_settings
+from .config import VARIABLES, Settings, load_settings
 from .embedded import EmbeddedValkey
 from .errors import ConfigError, StoreUnavailable, ValidationFailed, VerifierError
 from .probe import DEFAULT_TIMEOUT_SECONDS, Prober, ProbeUsageError, format_report
@@ -128,6 +128,21 @@ def serve() -> None:
         if embedded is not None:
             embedded.stop()
     sys.exit(code)
+
+
+@cli.command("config")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def config_command(as_json: bool) -> None:
+    """Validate the environment and print the effective configuration, secrets masked."""
+    effective = _settings().masked()
+    if as_json:
+        click.echo(json.dumps(effective, indent=2))
+        return
+    width = max(len(name) for name in effective)
+    for var in VARIABLES:
+        value = effective[var.name]
+        shown = "(unset)" if value is None else value
+        click.echo(f"{var.name:<{width}}  {shown}")
 
 
 @cli.group()
