@@ -118,7 +118,12 @@ class Load:
             except requests.Timeout:
                 hung = True
                 session = requests.Session()
-            except requests.ConnectionError:
+            except requests.JSONDecodeError:  # a body that is not JSON: wrong in a 200
+                wrong_user = status == 200
+            except requests.RequestException:
+                # A dropped or cut-off answer (a killed worker mid-response raises
+                # ChunkedEncodingError, not ConnectionError): counted as dropped, never lost.
+                status = None
                 session = requests.Session()
             ended = time.monotonic()
             # An answer counts in the phase it ended in: one that started just before a fault
