@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import io
 import json
 import logging
 from datetime import UTC, datetime
@@ -228,6 +229,18 @@ def test_a_create_body_that_is_not_an_object_is_400(client: FlaskClient, body) -
 def test_a_body_over_the_limit_is_413(client: FlaskClient, settings: Settings) -> None:
     body = {**PROFILE, "firstName": "x" * settings.max_body_bytes}
     assert_error_envelope(call(client, "POST", "/sessions", body), 413, "payload_too_large")
+
+
+def test_a_chunked_body_over_the_limit_is_413_and_nothing_is_written(
+        client: FlaskClient, settings: Settings) -> None:
+    # Its first max_body_bytes alone are a valid profile: they must not be taken for the body.
+    body = json.dumps({**PROFILE, "userId": "chunked-1"}).encode() + b" " * settings.max_body_bytes
+    response = client.post("/admin/v1/sessions", headers={**ADMIN_HEADERS,
+                                                          "Transfer-Encoding": "chunked"},
+                           content_type="application/json", input_stream=io.BytesIO(body),
+                           environ_overrides={"wsgi.input_terminated": True})
+    assert_error_envelope(response, 413, "payload_too_large")
+    assert call(client, "GET", "/users/chunked-1").status_code == 404
 
 
 def test_register_a_platform_token(client: FlaskClient) -> None:

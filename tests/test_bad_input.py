@@ -272,6 +272,29 @@ def test_gunicorn_joins_duplicated_headers_and_nothing_verifies(served: int, tok
         assert status == 401
 
 
+def chunked_request(auth: str, body: bytes) -> bytes:
+    """A verify request whose body comes chunked, with no Content-Length."""
+    head = (f"POST {PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {auth}\r\n"
+            "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
+            "Connection: close\r\n\r\n").encode()
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 4096]), body[i:i + 4096])
+                      for i in range(0, len(body), 4096))
+    return head + chunks + b"0\r\n\r\n"
+
+
+@pytest.mark.e2e
+def test_chunked_body_over_the_limit_is_413_through_gunicorn(served: int, token: str) -> None:
+    """Not its first 16 KiB taken for the whole: they alone are valid JSON that names the user."""
+    small = b'{"userId": "u-1"}'
+    status, _, _ = raw_exchange(served, chunked_request(f"Bearer {token}", small))
+    assert status == 200
+    for tail in (b" ", b"x"):
+        status, answer, _ = raw_exchange(served, chunked_request(f"Bearer {token}",
+                                                                 small + tail * 20_000))
+        assert status == 413, answer
+        assert json.loads(answer)["errors"][0]["code"] == "payload_too_large"
+
+
 @pytest.mark.e2e
 def test_gunicorn_limits_on_request_line_and_headers(served: int, token: str) -> None:
     """gunicorn_conf sets them; each refusal is a 4xx and the worker serves on."""

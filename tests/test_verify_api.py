@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from collections import Counter
 from collections.abc import Callable
@@ -207,3 +208,25 @@ def test_every_401_consults_the_store_the_same_way(client, app, make_session, cl
         "unknown": "Bearer vfs_abcd_" + "A" * 43, "revoked": f"Bearer {minted_revoked}",
         "expired": f"Bearer {minted_expired}"}.items()}
     assert all(shape == minted["unknown"] for shape in minted.values()), minted
+
+
+def chunked_post(client: FlaskClient, token: str, body: bytes):
+    """A body with no Content-Length, as a chunked request reaches the app through gunicorn."""
+    return client.post(PATH, headers={"Authorization": f"Bearer {token}",
+                                      "Transfer-Encoding": "chunked"},
+                       content_type="application/json", input_stream=io.BytesIO(body),
+                       environ_overrides={"wsgi.input_terminated": True})
+
+
+@pytest.mark.parametrize("tail", [b" ", b"x"])
+def test_chunked_body_over_the_limit_is_413_not_its_truncated_start(
+        client, make_session, settings, tail: bytes) -> None:
+    # Werkzeug stops reading at the limit: the first bytes alone are valid JSON naming the user.
+    body = b'{"userId": "u-1"}' + tail * settings.max_body_bytes
+    assert_error(chunked_post(client, make_session(), body), 413, "payload_too_large")
+
+
+def test_chunked_body_of_exactly_the_limit_is_read(client, make_session, settings) -> None:
+    start = b'{"userId": "u-1"}'
+    body = start + b" " * (settings.max_body_bytes - len(start))
+    assert chunked_post(client, make_session(), body).status_code == 200

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import current_app, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from .callers import CallerPolicy
 from .config import Settings
@@ -45,6 +46,12 @@ def json_body() -> Any:
     Werkzeug raises 413 here when the body is over MAX_CONTENT_LENGTH.
     """
     raw = request.get_data(cache=True)
+    # A body without Content-Length (chunked) is read only up to the limit, and Werkzeug hands
+    # back that prefix as if it were all: one byte more on the wire means the body is too large.
+    limit = request.max_content_length
+    if (limit is not None and request.content_length is None and len(raw) >= limit
+            and request.input_stream.read(1)):
+        raise RequestEntityTooLarge()
     if not raw.strip():
         return None
     try:
