@@ -243,6 +243,16 @@ def test_a_chunked_body_over_the_limit_is_413_and_nothing_is_written(
     assert call(client, "GET", "/users/chunked-1").status_code == 404
 
 
+@pytest.mark.parametrize("path", ["/sessions", "/sessions/register"])
+@pytest.mark.parametrize("user_id", ["a/b", "/", ".", ".."])
+def test_a_user_id_the_admin_urls_cannot_name_is_refused_and_nothing_is_written(
+        client: FlaskClient, raw_redis, settings: Settings, path: str, user_id: str) -> None:
+    """Such a user's sessions could never be listed or revoked through /admin/v1/users/<userId>."""
+    body = {**PROFILE, "userId": user_id, **({"token": PLATFORM_TOKEN} if "register" in path else {})}
+    assert bad_fields(call(client, "POST", path, body)) == {"userId"}
+    assert stored_keys(raw_redis, settings) == []
+
+
 def test_register_a_platform_token(client: FlaskClient) -> None:
     response = call(client, "POST", "/sessions/register",
                     {"token": PLATFORM_TOKEN, **PROFILE, "ttlSeconds": 600})

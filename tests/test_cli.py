@@ -32,6 +32,14 @@ def test_session_create_prints_the_token_alone_and_it_verifies(run, env, session
     assert sessions.verify_session(token) == PROFILE
 
 
+def test_a_user_id_the_admin_urls_cannot_name_is_refused(run, sessions) -> None:
+    args = [a if a != "u-1" else "a/b" for a in PROFILE_ARGS]
+    result = run("session", "create", *args)
+    assert result.exit_code == 1 and result.stdout == ""
+    assert "userId" in result.stderr
+    assert sessions.list_sessions("a/b") == []
+
+
 def test_bad_profile_is_one_line_naming_each_field(run) -> None:
     result = run("session", "create", "--user-id", "u-1", "--email", "nope", "--country-code", "gb")
     assert result.exit_code == 1

@@ -115,6 +115,19 @@ class ProfileSchema(Schema):
             raise ValidationError(errors)
 
 
+def _one_path_segment(value: str) -> None:
+    # The admin API names a user in its URL (/admin/v1/users/<userId>): a session made for an id
+    # that cannot be one path segment could never be listed or revoked over HTTP.
+    if "/" in value or value in (".", ".."):
+        raise ValidationError("Must not contain '/' nor be '.' or '..' (it is a URL path segment).")
+
+
+class SessionProfileSchema(ProfileSchema):
+    """The profile of a user a session is made for: the admin API can name its userId in a URL."""
+
+    userId = UserIdField(required=True, validate=_one_path_segment)
+
+
 class ProfileOutSchema(Schema):
     """The profile as verifier answers it: strings only, emailVerified left out when unset."""
 
@@ -146,17 +159,18 @@ class VerifiedEnvelopeSchema(Schema):
 
 
 PROFILE = ProfileSchema()
+SESSION_PROFILE = SessionProfileSchema()
 PROFILE_OUT = ProfileOutSchema()
 VERIFY_REQUEST = VerifyRequestSchema()
 VERIFIED_ENVELOPE = VerifiedEnvelopeSchema()
 
 
-def load_profile(data: Any) -> dict[str, str]:
-    """Validate a whole profile; raise ValidationFailed naming each bad field."""
+def load_profile(data: Any, *, for_session: bool = False) -> dict[str, str]:
+    """Validate a whole profile (for_session: its userId a URL path segment); name each bad field."""
     if not isinstance(data, Mapping):
         raise BadRequest("The profile must be a JSON object.")
     try:
-        profile: dict[str, str] = PROFILE.load(data)
+        profile: dict[str, str] = (SESSION_PROFILE if for_session else PROFILE).load(data)
     except ValidationError as exc:
         raise ValidationFailed(_field_errors(exc)) from None
     if profile.get("emailVerified") is None:
@@ -248,7 +262,7 @@ def _registrable_token(value: str) -> None:
         raise ValidationError(problem)
 
 
-class CreateSessionSchema(ProfileSchema):
+class CreateSessionSchema(SessionProfileSchema):
     """A create body: the user's profile fields, flat, and optionally the session's lifetimes."""
 
     ttlSeconds = fields.Integer(

@@ -102,7 +102,7 @@ class SessionManager:
                idle_seconds: int | None) -> CreatedSession:
         errors: dict[str, list[str]] = {}
         try:
-            valid = schemas.load_profile(profile)
+            valid = schemas.load_profile(profile, for_session=True)
         except ValidationFailed as exc:
             errors.update(exc.fields)
         try:
