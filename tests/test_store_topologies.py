@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 import redis
@@ -28,16 +28,28 @@ from verifier.config import Settings, load_settings
 from verifier.errors import StoreUnavailable, TokenConflict
 from verifier.store import NewSession, Outcome, RedisSessionStore, SessionRef, connect
 
-# Fixed at import; sessions live an hour, so that they outlive a long test run.
 NOW = int(time.time() * 1000)
 # NOW is fixed at import: an hour of grace keeps these keys alive however long the suite runs first.
 GRACE_MS = 3_600_000
 
 
+_opened: list[RedisSessionStore] = []
+
+
 def store_for(settings: Settings) -> RedisSessionStore:
-    return RedisSessionStore(connect(settings), settings.key_prefix, GRACE_MS,
-                             wait_replicas=settings.redis_wait_replicas,
-                             wait_timeout_ms=settings.redis_wait_timeout_ms)
+    store = RedisSessionStore(connect(settings), settings.key_prefix, GRACE_MS,
+                              wait_replicas=settings.redis_wait_replicas,
+                              wait_timeout_ms=settings.redis_wait_timeout_ms)
+    _opened.append(store)
+    return store
+
+
+@pytest.fixture(autouse=True)
+def _close_stores() -> Iterator[None]:
+    """Close every client a test opened, so that no socket is left to the garbage collector."""
+    yield
+    while _opened:
+        _opened.pop().client.close()
 
 
 def new_session(token: str | None = None, user_id: str = "u-1") -> NewSession:

@@ -318,6 +318,11 @@ class _ClusterOnFirstUse:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client or self._built(), name)
 
+    def close(self) -> None:
+        """Close the cluster's connections, if it was ever reached."""
+        if self._client is not None:
+            self._client.close()
+
     def _built(self) -> RedisCluster:
         attempts = self._attempts
         with self._lock:
