@@ -221,13 +221,15 @@ class Deployment:
 
 
 def wrk(deployment: Deployment, target: str, connection: str, args: argparse.Namespace,
-        round_number: int, duration_s: float | None = None) -> Run:
+        round_number: int, duration_s: float | None = None, connections: int | None = None) -> Run:
     """Drive one target for a fixed duration; the CPU figures are per request."""
+    connections = connections or args.connections
     before_service = process_tree_cpu_seconds(deployment.master_pid)
     before_store = redis_cpu_seconds(deployment.client)
     before_wrk = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(
-        ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{duration_s or args.duration}s",
+        ["wrk", f"-t{min(args.threads, connections)}", f"-c{connections}",
+         f"-d{duration_s or args.duration}s",
          "--latency", "-s", str(WRK_SCRIPT), deployment.url, "--", str(deployment.token_file),
          target, connection],
         capture_output=True, text=True, check=True, timeout=(duration_s or args.duration) + 60).stdout
@@ -324,7 +326,7 @@ def machine() -> str:
 
 
 def report(deployments: list[Deployment], runs: list[Run], args: argparse.Namespace,
-           loads: list[str]) -> tuple[str, dict[str, bool]]:
+           loads: list[str], unloaded: list[Run]) -> tuple[str, dict[str, bool]]:
     """The printed summary, and which targets were met."""
     settings = load_settings({"VERIFIER_REDIS_URL": "redis://x/0"})
     main = deployments[-1]
@@ -377,6 +379,8 @@ def report(deployments: list[Deployment], runs: list[Run], args: argparse.Namesp
                      f"req/s {ratio:.2f}  (target >= {TARGETS['rps_at_largest_vs_smallest']}: "
                      f"{_ok(met['rps_at_largest_vs_smallest'])}); CPU per request "
                      f"{cpu[verify]:.0f} us / {small_cpu:.0f} us")
+    lines.extend(f"{run.target} one request at a time (wrk -c1, keep-alive): {run.rps:,.0f} req/s, "
+                 f"p50 {run.p50_ms:.2f} ms, p99 {run.p99_ms:.2f} ms" for run in unloaded)
     lines.append("")
     for d in deployments:
         mem = d.memory
@@ -474,8 +478,14 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"bench: round {round_number} {connection:<10} {run.target:<14} "
                           f"{run.rps:>7,.0f} req/s  p50 {run.p50_ms:.2f} ms  p99 {run.p99_ms:.2f} ms  "
                           f"service {run.service_cpu_us:.0f} us/req", flush=True)
+        # One request at a time: the latency of an answer that waits for nothing but its own work.
+        unloaded = [wrk(main_d, target, "keep-alive", args, 0, duration_s=4, connections=1)
+                    for target in ("verify", "livez")]
+        for run in unloaded:
+            run.connection = "one at a time"
         loads.append(load_average())
-        summary, met = report(deployments, runs, args, loads)
+        summary, met = report(deployments, runs, args, loads, unloaded)
+        runs += unloaded
     out = RESULTS / f"{stamp}-{'-'.join(d.name for d in deployments)}"
     text, data = Path(f"{out}.txt"), Path(f"{out}.json")
     text.write_text(summary + "\n\n" + "\n".join(log) + "\n")
