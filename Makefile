@@ -35,7 +35,7 @@ bench: install
 bench-1m: install
 	$(BIN)/python bench/run.py --sessions 1000000 --compare 100000 $(BENCH_ARGS)
 
-# Where one verification's CPU goes, in-process (no wrk, so it barely moves with the machine's load).
+# Where one verification's CPU goes, in-process (one thread, no gunicorn, no wrk).
 bench-profile: install
 	$(BIN)/python bench/hotpath.py
 

@@ -1,8 +1,8 @@
 """`make bench-profile` (bench/hotpath.py): where one verification's CPU goes, in-process, on a private Redis.
 
 Calls the WSGI app directly (no gunicorn, no wrk, one thread), so the figures are the app's own
-CPU per request and barely move with the machine's load: verify against /livez, then cProfile's
-view of verify, as a share of the time per request.
+CPU per request (the least of several batches, which moves less with the machine's load than
+wrk's figures): verify against /livez, then cProfile's view of verify, as a share of its time.
 """
 
 from __future__ import annotations

@@ -365,7 +365,7 @@ def report(deployments: list[Deployment], runs: list[Run], args: argparse.Namesp
         lines.append(f"verify / livez, {connection:<10}: req/s {rps:.2f}, p99 {p99:.2f}{note}")
     cpu = {target: median_of(runs, target, "keep-alive", "service_cpu_us")
            + median_of(runs, target, "keep-alive", "store_cpu_us") for target in (verify, livez)}
-    lines.append(f"CPU per request, keep-alive (service + redis, the load-independent view): verify "
+    lines.append(f"CPU per request, keep-alive (service + redis): verify "
                  f"{cpu[verify]:.0f} us, livez {cpu[livez]:.0f} us, livez / verify "
                  f"{cpu[livez] / cpu[verify]:.2f}")
     if len(deployments) > 1:
