@@ -129,8 +129,10 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def services(settings: Settings, clock: FakeClock) -> Services:
-    return build_services(settings, clock)
+def services(settings: Settings, clock: FakeClock) -> Iterator[Services]:
+    built = build_services(settings, clock)
+    yield built
+    close_store(built)
 
 
 @pytest.fixture
@@ -139,8 +141,17 @@ def sessions(services: Services) -> SessionManager:
 
 
 @pytest.fixture
-def app(settings: Settings, clock: FakeClock) -> Flask:
-    return create_app(settings, clock=clock)
+def app(settings: Settings, clock: FakeClock) -> Iterator[Flask]:
+    built = create_app(settings, clock=clock)
+    yield built
+    close_store(built.extensions["verifier"])
+
+
+def close_store(services: Services) -> None:
+    """Close the store's connections now, not at garbage collection (a ResourceWarning there)."""
+    pool = getattr(services.store.client, "connection_pool", None)
+    if pool is not None:
+        pool.disconnect()
 
 
 @pytest.fixture

@@ -117,6 +117,7 @@ class Load:
                 wrong_user = status == 200 and (not good or data["userId"] != body["userId"])
             except requests.Timeout:
                 hung = True
+                session.close()
                 session = requests.Session()
             except requests.JSONDecodeError:  # a body that is not JSON: wrong in a 200
                 wrong_user = status == 200
@@ -124,6 +125,7 @@ class Load:
                 # A dropped or cut-off answer (a killed worker mid-response raises
                 # ChunkedEncodingError, not ConnectionError): counted as dropped, never lost.
                 status = None
+                session.close()
                 session = requests.Session()
             ended = time.monotonic()
             # An answer counts in the phase it ended in: one that started just before a fault
@@ -133,6 +135,7 @@ class Load:
                 self.answers.append(Answer(phase.name, good, status, ended, ended - started,
                                            wrong_user, hung))
             time.sleep(PACE_SECONDS)
+        session.close()
 
     def _prober(self) -> None:
         while not self._stop.is_set():

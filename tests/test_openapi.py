@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -138,14 +138,20 @@ class Contract:
                 for method in item if method != "parameters"}
 
 
+@pytest.fixture
+def http() -> Iterator[requests.Session]:
+    """One HTTP session for the test, closed after it (no socket left for the GC to find)."""
+    with requests.Session() as session:
+        yield session
+
+
 def test_answers_of_the_running_service_match_the_document(
-        gunicorn: Callable[..., Gunicorn], env: dict[str, str]) -> None:
+        gunicorn: Callable[..., Gunicorn], env: dict[str, str], http: requests.Session) -> None:
     server = gunicorn({**env, "VERIFIER_WORKERS": "1",
                        "MOZARTO_SECRET_KEY": "mozarto-secret-key-for-tests-0123456789"})
     document = requests.get(f"{server.url}/openapi.json", timeout=5).json()
     validate(document)
     contract = Contract(document)
-    http = requests.Session()
     admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
     def call(method: str, path: str, body: Any = None, headers: dict[str, str] | None = None,
