@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
             redis_server(args.server, Path(tmp)) as (url, server), open(os.devnull, "w") as devnull:
         settings = load_settings({"VERIFIER_REDIS_URL": url})
         tokens = io.StringIO()
-        Seeder(settings, 500).create(1000, tokens)
+        with Seeder(settings, 500) as seeder:
+            seeder.create(1000, tokens)
         pairs = [(t, u) for t, u in (line.split("\t") for line in tokens.getvalue().splitlines())]
         # The access log is written (as under gunicorn), but to /dev/null rather than the screen.
         with redirect_stdout(devnull):

@@ -261,9 +261,8 @@ def seed(url: str, sessions: int, per_user: int, token_file: Path, log: list[str
     settings = load_settings({"VERIFIER_REDIS_URL": url})
     client = redis.Redis.from_url(url)
     users = max(1, sessions // per_user)
-    seeder = Seeder(settings, users)
     start = used_memory(client)
-    with token_file.open("w") as tokens:
+    with Seeder(settings, users) as seeder, token_file.open("w") as tokens:
         first_s = seeder.create(users, tokens)
         after_users = used_memory(client)
         rest_s = seeder.create(sessions - users, tokens)

@@ -40,7 +40,8 @@ class Seeder:
         s = self.settings
         # The service's own store and manager, built on a pipeline instead of a client: each
         # create_session queues the store's EVALSHA, and _flush sends a batch in one round trip.
-        self._pipe = connect(s).pipeline(transaction=False)
+        self._client = connect(s)
+        self._pipe = self._client.pipeline(transaction=False)
         store = RedisSessionStore(self._pipe, s.key_prefix, s.expired_grace_seconds * 1000)
         self._sessions = SessionManager(
             store, default_ttl_seconds=s.session_ttl_seconds, max_ttl_seconds=s.session_max_ttl_seconds,
@@ -60,6 +61,17 @@ class Seeder:
                 self._flush(pending, tokens)
         self._flush(pending, tokens)
         return time.monotonic() - started
+
+    def close(self) -> None:
+        """Close the connections (the pool's sockets would otherwise wait for the collector)."""
+        self._pipe.reset()
+        self._client.connection_pool.disconnect()
+
+    def __enter__(self) -> Seeder:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def _flush(self, pending: list[str], tokens: TextIO) -> None:
         if not pending:

@@ -19,9 +19,9 @@ PATH = "/api/v1/mozarto/verify-user"
 def test_seeded_sessions_verify_with_their_users_profiles(
         settings: Settings, client: FlaskClient, sessions: SessionManager) -> None:
     tokens = io.StringIO()
-    seeder = Seeder(settings, users=3)
-    seeder.create(3, tokens)
-    seeder.create(4, tokens)
+    with Seeder(settings, users=3) as seeder:
+        seeder.create(3, tokens)
+        seeder.create(4, tokens)
     pairs = [line.split("\t") for line in tokens.getvalue().splitlines()]
     assert [user_id for _, user_id in pairs] == [f"u-{n % 3:07d}" for n in range(7)]
     for token, user_id in pairs:
@@ -34,7 +34,8 @@ def test_seeded_sessions_verify_with_their_users_profiles(
 
 def test_seeded_keys_are_the_keys_the_service_writes(
         settings: Settings, sessions: SessionManager, raw_redis: redis.Redis) -> None:
-    Seeder(settings, users=1).create(1, io.StringIO())
+    with Seeder(settings, users=1) as seeder:
+        seeder.create(1, io.StringIO())
     seeded = {key.decode(): raw_redis.type(key) for key in raw_redis.scan_iter(f"{settings.key_prefix}:*")}
     raw_redis.delete(*seeded)
     sessions.create_session(profile(0))
