@@ -34,10 +34,12 @@ def raw_redis(store_backend: StoreBackend) -> Iterator[redis.Redis | redis.Redis
 
 
 @pytest.fixture
-def store(settings) -> RedisSessionStore:
-    return RedisSessionStore(connect(settings), settings.key_prefix, GRACE_MS,
-                             wait_replicas=settings.redis_wait_replicas,
-                             wait_timeout_ms=settings.redis_wait_timeout_ms)
+def store(settings) -> Iterator[RedisSessionStore]:
+    built = RedisSessionStore(connect(settings), settings.key_prefix, GRACE_MS,
+                              wait_replicas=settings.redis_wait_replicas,
+                              wait_timeout_ms=settings.redis_wait_timeout_ms)
+    yield built
+    built.close()
 
 
 def new_session(token: str | None = None, *, user_id: str = "u-1", ttl_ms: int = 60_000,

@@ -436,6 +436,13 @@ class RedisSessionStore:
             return ref.tag
         return _decode(self.client.get(self.alias_key(ref.token_hash)))
 
+    def close(self) -> None:
+        """Close every connection to the store now (redis-py leaves a pool it was given open)."""
+        pool = getattr(self.client, "connection_pool", None)
+        self.client.close()
+        if pool is not None:
+            pool.disconnect()
+
     def ping(self) -> None:
         with _store_errors():
             self.client.ping()
