@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 
 from verifier.app import create_app
 from verifier.config import load_settings
+from verifier.web import MAX_JSON_DEPTH
 
 PATH = "/api/v1/mozarto/verify-user"
 # What a profile looks like in an answer; none of it may appear outside a 200.
@@ -172,6 +173,8 @@ def _may_verify(raw: bytes) -> bool:
     try:
         value = json.loads(raw)
     except (ValueError, RecursionError):
+        return False
+    if _depth(value) > MAX_JSON_DEPTH:
         return False
     return isinstance(value, dict) and ("userId" not in value or value["userId"] == "u-1")
 
@@ -321,3 +324,13 @@ def test_gunicorn_limits_on_request_line_and_headers(served: int, token: str) ->
 
     assert raw_exchange(served, ok)[0] == 200, "the worker serves on after every refusal"
 
+
+def _depth(value: Any) -> int:
+    """How deeply a parsed JSON value nests arrays and objects (iteratively: no recursion limit)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, level)
+            stack.extend((child, level + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest

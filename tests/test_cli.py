@@ -138,3 +138,8 @@ def test_user_show_and_session_list_refuse_what_cannot_be_a_user(run) -> None:
     assert run("user", "show", "ghost").exit_code == 1
     result = run("session", "list", "u" * 200)
     assert result.exit_code == 1 and "userId" in result.stderr
+
+
+def test_revoke_user_with_an_empty_id_is_an_error(run) -> None:
+    result = run("session", "revoke-user", "")
+    assert result.exit_code == 1 and "userId" in result.stderr

@@ -97,3 +97,14 @@ def test_bad_update_writes_nothing(sessions: SessionManager) -> None:
     with pytest.raises(BadRequest):
         sessions.update_profile("u-1", {})
     assert sessions.verify_session(token) == PROFILE
+
+
+@pytest.mark.parametrize("user_id", ["", "   ", "x" * 129, "a\nb"])
+def test_a_user_id_that_names_nobody_is_refused_by_every_user_operation(
+        sessions: SessionManager, user_id: str) -> None:
+    for call in (lambda: sessions.revoke_user_sessions(user_id), lambda: sessions.list_sessions(user_id),
+                 lambda: sessions.get_user(user_id), lambda: sessions.set_blocked(user_id),
+                 lambda: sessions.set_password_expired(user_id),
+                 lambda: sessions.update_profile(user_id, {"lastName": "X"})):
+        with pytest.raises(ValidationFailed, match="userId"):
+            call()

@@ -230,3 +230,14 @@ def test_chunked_body_of_exactly_the_limit_is_read(client, make_session, setting
     start = b'{"userId": "u-1"}'
     body = start + b" " * (settings.max_body_bytes - len(start))
     assert chunked_post(client, make_session(), body).status_code == 200
+
+
+def test_nesting_depth_is_judged_the_same_whatever_the_stack(client, make_session) -> None:
+    # 32 levels verify; 33 are refused, deterministically (not by the parser's recursion limit).
+    token = make_session()
+    ok = '{"userId": "u-1", "x": ' + "[" * 31 + "]" * 31 + "}"
+    assert post(client, f"Bearer {token}", ok.encode()).status_code == 200
+    deep = '{"userId": "u-1", "x": ' + "[" * 32 + "]" * 32 + "}"
+    assert_error(post(client, f"Bearer {token}", deep.encode()), 400, "bad_request")
+    quoted = '{"userId": "u-1", "x": "' + "[" * 100 + '"}'
+    assert post(client, f"Bearer {token}", quoted.encode()).status_code == 200

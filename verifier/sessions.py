@@ -138,17 +138,24 @@ class SessionManager:
         """End one session; False when it was already gone."""
         return self.store.revoke(self._ref(token))
 
+    @staticmethod
+    def _addressed(user_id: str) -> tuple[str, str]:
+        """A user id that names a user (checked like a profile's userId: ValidationFailed) and its
+        routing tag, so that every caller (admin API, CLI, Python) is held to the same rule."""
+        checked = schemas.load_user_id(user_id)
+        return checked, tokens.routing_tag(checked)
+
     def revoke_user_sessions(self, user_id: str) -> int:
         """End every session of a user; how many live ones there were."""
-        return self.store.revoke_user(user_id, tokens.routing_tag(user_id), self._now_ms())
+        return self.store.revoke_user(*self._addressed(user_id), self._now_ms())
 
     def list_sessions(self, user_id: str) -> list[SessionInfo]:
         """The user's live sessions, oldest first."""
-        return self.store.list_sessions(user_id, tokens.routing_tag(user_id), self._now_ms())
+        return self.store.list_sessions(*self._addressed(user_id), self._now_ms())
 
     def get_user(self, user_id: str) -> UserRecord:
         """The user's profile and flags; UserNotFound when verifier has never seen them."""
-        raw = self.store.get_user(user_id, tokens.routing_tag(user_id))
+        raw = self.store.get_user(*self._addressed(user_id))
         if raw is None or "userId" not in raw:
             raise UserNotFound()
         profile = {key: raw[key] for key in schemas.PROFILE_FIELDS if key in raw}
@@ -159,7 +166,7 @@ class SessionManager:
         if not changes:
             raise BadRequest("Give at least one field to change.")
         merged = schemas.merge_profile(self.get_user(user_id).profile, changes)
-        if not self.store.update_profile(user_id, tokens.routing_tag(user_id), merged):
+        if not self.store.update_profile(*self._addressed(user_id), merged):
             raise UserNotFound()
         return merged
 
@@ -170,8 +177,7 @@ class SessionManager:
                                      "passwordExpired": current.password_expired}, changes)
         profile = {key: merged[key] for key in schemas.PROFILE_FIELDS if merged.get(key) is not None}
         profile_changed = any(key in changes for key in schemas.PROFILE_FIELDS if key != "userId")
-        if profile_changed and not self.store.update_profile(user_id, tokens.routing_tag(user_id),
-                                                             profile):
+        if profile_changed and not self.store.update_profile(*self._addressed(user_id), profile):
             raise UserNotFound()
         for flag in schemas.FLAG_FIELDS:
             if flag in changes:
@@ -187,5 +193,5 @@ class SessionManager:
         self._set_flag(user_id, "blocked", blocked)
 
     def _set_flag(self, user_id: str, flag: str, on: bool) -> None:
-        if not self.store.set_flag(user_id, tokens.routing_tag(user_id), flag, on):
+        if not self.store.set_flag(*self._addressed(user_id), flag, on):
             raise UserNotFound()

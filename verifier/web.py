@@ -40,6 +40,38 @@ def services() -> Services:
     return current_app.extensions[EXTENSION]  # type: ignore[no-any-return]
 
 
+MAX_JSON_DEPTH = 32
+
+
+def _nests_too_deeply(raw: bytes) -> bool:
+    """True when the JSON text nests arrays and objects deeper than MAX_JSON_DEPTH.
+
+    Checked before parsing so that the answer does not depend on how much stack the parser has
+    left (a deep body would otherwise be 400 or 200 by chance); most bodies skip the scan.
+    """
+    if raw.count(b"[") + raw.count(b"{") <= MAX_JSON_DEPTH:
+        return False
+    depth = 0
+    in_string = escaped = False
+    for byte in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                return True
+        elif byte in (0x5D, 0x7D):  # ] }
+            depth -= 1
+    return False
+
+
 def json_body() -> Any:
     """The request body parsed as JSON, None when there is none; BadRequest when it is not JSON.
 
@@ -54,6 +86,8 @@ def json_body() -> Any:
         raise RequestEntityTooLarge()
     if not raw.strip():
         return None
+    if _nests_too_deeply(raw):
+        raise BadRequest(f"The body nests arrays or objects deeper than {MAX_JSON_DEPTH} levels.")
     try:
         parsed = json.loads(raw)
     except (ValueError, RecursionError):
