@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -373,30 +374,32 @@ def test_fault_drill(gunicorn: Callable[..., object], drill_store: OwnValkey, se
             assert phase.probes[-3:] == [200] * 3, f"{phase.name}: readiness did not come back"
 
 
-def test_an_idle_connection_the_store_closed_costs_no_503(
-        settings: Settings, own_valkey: OwnValkey) -> None:
+@pytest.fixture
+def verify_on_own_valkey(settings: Settings,
+                         own_valkey: OwnValkey) -> Iterator[Callable[[], Any]]:
+    """Verify one live session, through the app, on a store the test can stop and kill."""
     app = create_app(settings.with_overrides(redis_url=own_valkey.url))
     client = app.test_client()
     token = app.extensions["verifier"].sessions.create_session(PROFILE).token
     headers = {"Authorization": f"Bearer {token}"}
-    assert client.post(PATH, headers=headers).status_code == 200
+    yield lambda: client.post(PATH, headers=headers)
+    app.extensions["verifier"].store.close()
+
+
+def test_an_idle_connection_the_store_closed_costs_no_503(
+        own_valkey: OwnValkey, verify_on_own_valkey: Callable[[], Any]) -> None:
+    assert verify_on_own_valkey().status_code == 200
     for _ in range(3):
         with own_valkey.admin() as admin:
             assert admin.client_kill_filter(_type="normal", skipme=True) >= 1
-        assert client.post(PATH, headers=headers).status_code == 200
-    app.extensions["verifier"].store.client.connection_pool.disconnect()
+        assert verify_on_own_valkey().status_code == 200
 
 
 def test_a_store_restart_mid_traffic_costs_503s_only_while_it_is_down(
-        settings: Settings, own_valkey: OwnValkey) -> None:
-    app = create_app(settings.with_overrides(redis_url=own_valkey.url))
-    client = app.test_client()
-    token = app.extensions["verifier"].sessions.create_session(PROFILE).token
-    headers = {"Authorization": f"Bearer {token}"}
-    assert client.post(PATH, headers=headers).status_code == 200
+        own_valkey: OwnValkey, verify_on_own_valkey: Callable[[], Any]) -> None:
+    assert verify_on_own_valkey().status_code == 200
     own_valkey.stop()
-    down = client.post(PATH, headers=headers)
+    down = verify_on_own_valkey()
     assert down.status_code == 503 and down.get_json()["errors"][0]["code"] == "unavailable"
     own_valkey.start()
-    assert client.post(PATH, headers=headers).status_code == 200, "the session survived"
-    app.extensions["verifier"].store.client.connection_pool.disconnect()
+    assert verify_on_own_valkey().status_code == 200, "the session survived"
