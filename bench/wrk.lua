@@ -1,7 +1,8 @@
 -- wrk script: Mozarto-shaped requests, each with a random seeded token and its user's id.
---   wrk -t2 -c32 -d8s --latency -s bench/wrk.lua URL -- TOKEN_FILE verify|livez keep-alive|close
+--   wrk -t2 -c32 -d8s --latency -s bench/wrk.lua URL -- TOKEN_FILE verify|livez|floor keep-alive|close
 -- TOKEN_FILE has one "token<TAB>userId" line per session. "livez" sends the same headers to
--- GET /livez (the ceiling: the same stack answering a constant), so wrk does the same work for both.
+-- GET /livez (the ceiling: the same stack answering a constant), so wrk does the same work for both;
+-- "floor" sends verify's request to bench/floor.py (the least one round trip to Redis costs).
 -- done() prints one line starting "WRK " that bench/run.py reads.
 
 local tokens, users, count = {}, {}, 0
@@ -13,7 +14,7 @@ function setup(thread)
 end
 
 function init(args)
-  local path = args[1] or error("usage: wrk ... -s wrk.lua URL -- TOKEN_FILE [verify|livez] [keep-alive|close]")
+  local path = args[1] or error("usage: wrk ... -s wrk.lua URL -- TOKEN_FILE [verify|livez|floor] [keep-alive|close]")
   target = args[2] or "verify"
   close = args[3] == "close"
   for line in io.lines(path) do
