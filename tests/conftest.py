@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import itertools
+import json
 import os
 import signal
 import socket
@@ -213,6 +214,18 @@ class Gunicorn:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def request_lines(self, count: int, timeout_seconds: float = 10.0) -> list[dict[str, Any]]:
+        """verifier's request log lines, once `count` of them are written (each waits in its
+        worker up to VERIFIER_LOG_FLUSH_MS); fails if fewer appear in time."""
+        deadline = time.monotonic() + timeout_seconds
+        while True:
+            lines = [json.loads(line) for line in self.log().splitlines()
+                     if line.startswith("{") and '"message":"request"' in line]
+            if len(lines) >= count or time.monotonic() > deadline:
+                assert len(lines) >= count, f"{len(lines)} of {count} request lines were written"
+                return lines
+            time.sleep(0.05)
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -5,6 +5,10 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
+import select
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -161,6 +165,8 @@ def test_gunicorn_access_log_is_redacted(gunicorn, env) -> None:
     server = gunicorn({**env, "VERIFIER_CALLER_KEYS": KEY, "GUNICORN_CMD_ARGS": "--access-logfile -"})
     response = requests.get(f"{server.url}{PATH}?key={KEY}", headers={"X-Request-ID": "e2e-1"}, timeout=5)
     assert response.status_code == 401 and response.headers["X-Request-ID"] == "e2e-1"
+    [line] = server.request_lines(1)
+    assert line["request_id"] == "e2e-1"
     # gunicorn writes its access line after the response has gone: wait for it.
     deadline = time.monotonic() + 10
     while f"{PATH}?key=" not in server.log() and time.monotonic() < deadline:
@@ -168,8 +174,60 @@ def test_gunicorn_access_log_is_redacted(gunicorn, env) -> None:
     log = server.log()
     assert f"{PATH}?key=***" in log, "gunicorn's access log line is there, redacted"
     assert KEY not in log
-    request_lines = [json.loads(line) for line in log.splitlines()
-                     if line.startswith("{") and '"message":"request"' in line]
-    assert [line["request_id"] for line in request_lines] == ["e2e-1"]
     config = [json.loads(line) for line in log.splitlines() if '"message":"configuration"' in line]
     assert len(config) == 1 and config[0]["configuration"]["VERIFIER_CALLER_KEYS"] == "1 key, masked"
+
+
+class _Writes(io.StringIO):
+    """A stream that records each flushed write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+        self._since_flush = ""
+
+    def write(self, text: str) -> int:
+        self._since_flush += text
+        return super().write(text)
+
+    def flush(self) -> None:
+        if self._since_flush:
+            self.writes.append(self._since_flush)
+            self._since_flush = ""
+
+
+def test_deferred_lines_wait_and_go_out_whole_in_order_before_a_record_written_at_once() -> None:
+    stream = _Writes()
+    writer = logs.LineWriter(stream, flush_ms=60_000)
+    for number in range(40):
+        writer.write(json.dumps({"n": number, "pad": "x" * 200}), defer=True)
+    assert stream.writes == [], "deferred lines wait"
+    writer.write(json.dumps({"n": "now"}))
+    numbers = [json.loads(line)["n"] for line in stream.getvalue().splitlines()]
+    assert numbers == [*range(40), "now"]
+    assert len(stream.writes) > 1, "40 lines of 220 bytes take more than one write"
+    for write in stream.writes:
+        assert write.endswith("\n") and len(write.encode()) <= select.PIPE_BUF, \
+            "each write is whole lines a pipe takes at once, so workers never split a line"
+
+
+def test_a_deferred_line_is_written_within_the_flush_interval() -> None:
+    stream = _Writes()
+    writer = logs.LineWriter(stream, flush_ms=50)
+    writer.write('{"n":1}', defer=True)
+    deadline = time.monotonic() + 5
+    while not stream.writes and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert stream.writes == ['{"n":1}\n']
+
+
+def test_lines_still_waiting_are_written_at_exit(env) -> None:
+    program = (
+        "from verifier.app import create_app; from verifier.config import load_settings\n"
+        "app = create_app(load_settings())\n"
+        "assert app.test_client().get('/no/such/path').status_code == 404\n")
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **env, "VERIFIER_LOG_FLUSH_MS": "600000"})
+    assert done.returncode == 0, done.stderr
+    [line] = [json.loads(line) for line in done.stdout.splitlines() if '"message":"request"' in line]
+    assert line["status"] == 404

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 
@@ -131,8 +130,7 @@ def test_four_workers_report_exactly_the_verifications_sent(gunicorn, env) -> No
         outcomes.append(requests.post(server.url + PATH, headers={"Authorization": auth,
                                                                   "Connection": "close"}, timeout=5))
     assert {r.status_code for r in outcomes} == {200, 401}
-    served_by = {json.loads(line)["pid"] for line in server.log().splitlines()
-                 if '"message":"request"' in line}
+    served_by = {line["pid"] for line in server.request_lines(sent)}
     values = scrape(requests.get(server.url + "/metrics", timeout=5).text)
     verified = values[("verifier_verifications_total", frozenset({("outcome", "verified")}))]
     invalid = values[("verifier_verifications_total", frozenset({("outcome", "invalid_token")}))]
@@ -165,7 +163,7 @@ def test_a_restart_counts_from_zero_and_a_killed_worker_keeps_its_counts(gunicor
     for _ in range(6):
         assert requests.post(second.url + PATH, headers=headers, timeout=5).status_code == 200
     assert _verified_total(second) == 6, "nothing from the first run is added in"
-    pids = {json.loads(line)["pid"] for line in second.log().splitlines() if '"message":"request"' in line}
+    pids = {line["pid"] for line in second.request_lines(6)}
     os.kill(max(pids), signal.SIGKILL)
     for _ in range(6):
         assert requests.post(second.url + PATH, headers=headers, timeout=5).status_code == 200

@@ -50,7 +50,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.json.compact = True  # type: ignore[attr-defined]
     app.extensions[EXTENSION] = build_services(settings, clock)
-    logs.configure(settings.log_level)
+    logs.configure(settings.log_level, flush_ms=settings.log_flush_ms)
 
     register_error_handlers(app)
     app.register_blueprint(verify.bp)

@@ -194,6 +194,9 @@ VARIABLES: tuple[Var, ...] = (
     Var("VERIFIER_DATA_DIR", "data_dir", Path, "var",
         "Where the embedded Valkey keeps its data (append-only file on)."),
     Var("VERIFIER_LOG_LEVEL", "log_level", _log_level, "INFO", "Log level."),
+    Var("VERIFIER_LOG_FLUSH_MS", "log_flush_ms", _non_negative_int, "200",
+        "Longest a request's log line waits in memory, so that one write carries many (0: each "
+        "line at once). Other records are written at once."),
     Var("MOZARTO_SECRET_KEY", "mozarto_secret_key", _secret_key, None,
         "The Secret key from Mozarto's Admin Center (API Credentials): signs and checks x-user-tokens.",
         secret=True),
@@ -254,6 +257,7 @@ class Settings:
     threads: int
     data_dir: Path
     log_level: str
+    log_flush_ms: int
     mozarto_secret_key: str | None
     mozarto_company_token: str | None
     user_token_ttl_seconds: int

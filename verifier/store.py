@@ -15,18 +15,21 @@ record, their session index and every session minted for them share one slot):
 from __future__ import annotations
 
 import enum
+import hashlib
+import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
+import hiredis
 import redis
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.commands.core import Script
 from redis.connection import SSLConnection
-from redis.exceptions import RedisClusterException
+from redis.exceptions import NoScriptError, RedisClusterException
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
 
@@ -241,11 +244,11 @@ def connect(settings: Settings, url: str | None = None) -> StoreClient:
         "socket_connect_timeout": settings.redis_connect_timeout_ms / 1000,
         **_tls_options(settings, target),
     }
-    auth = {"username": target.username or settings.redis_username,
-            "password": target.password or settings.redis_password}
-    auth = {key: value for key, value in auth.items() if value is not None}
-    pool_options = {"max_connections": settings.redis_pool_size,
-                    "timeout": settings.redis_connect_timeout_ms / 1000}
+    credentials = {"username": target.username or settings.redis_username,
+                   "password": target.password or settings.redis_password}
+    auth: dict[str, Any] = {key: value for key, value in credentials.items() if value is not None}
+    pool_options: dict[str, Any] = {"max_connections": settings.redis_pool_size,
+                                    "timeout": settings.redis_connect_timeout_ms / 1000}
     if target.topology is Topology.SENTINEL:
         sentinel_auth = {"username": settings.redis_sentinel_username,
                          "password": settings.redis_sentinel_password}
@@ -258,7 +261,7 @@ def connect(settings: Settings, url: str | None = None) -> StoreClient:
                              **{k: v for k, v in sentinel_auth.items() if v is not None}},
             **common, **auth, retry=retry, health_check_interval=30)
         master = sentinel.master_for(  # type: ignore[no-untyped-call]
-            target.service_name, db=target.db, connection_pool_class=_BlockingSentinelPool,
+            str(target.service_name), db=target.db, connection_pool_class=_BlockingSentinelPool,
             connection_class=_SentinelSSLConnection if target.tls else _SentinelConnection,
             **pool_options)
         return cast(redis.Redis, master)
@@ -293,6 +296,68 @@ def _cluster(target: RedisTarget, common: dict[str, Any], auth: dict[str, Any],
         require_full_coverage=False, **common, **auth, **pool_options)
     client.RedisClusterRequestTTL = _CLUSTER_REDIRECTS
     return client
+
+
+# Incremented in a forked child, so that no thread there uses a connection its parent opened.
+_fork_generation = 0
+
+
+def _after_fork() -> None:
+    global _fork_generation
+    _fork_generation += 1
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
+class _ScriptOnOwnConnection:
+    """A Lua script run on connections of its own: the hot path's store call.
+
+    Connections are checked out of the client's pool when none of its own is idle, and kept, idle
+    ones on a stack (one per request in flight at most; the pool's limit still bounds them all);
+    each call is one EVALSHA packed by hiredis in one piece: a send and a receive. redis-py's own
+    path (pool checkout and release with a poll of the socket, per-argument encoding, the reply
+    callbacks) cost 75 us of client CPU a call where this costs 19 (see README, "Where a
+    verification's time goes"). Failures are handled as redis-py's commands handle them: a
+    connection that cannot be opened fails at once; one that was open and fails (closed by the
+    server while idle, a demoted Sentinel primary) is retried by the connection's Retry policy; a
+    server without the script (restarted, failed over) gets it loaded; redis-py closes the
+    connection on every socket error, timeout or interruption, so no late reply is ever read as
+    the next one.
+    """
+
+    def __init__(self, client: redis.Redis, source: str) -> None:
+        self._pool = client.connection_pool
+        self._source = source
+        self._sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+        self._idle: list[Any] = []
+        self._generation = _fork_generation
+
+    def __call__(self, key: str, *args: str | int) -> Any:
+        # (hiredis's stub types the tuple as one element long)
+        command = hiredis.pack_command(("EVALSHA", self._sha, 1, key, *args))  # type: ignore[arg-type]
+        if self._generation != _fork_generation:  # a forked child: the parent's connections stay its
+            self._idle, self._generation = [], _fork_generation
+        try:
+            connection = self._idle.pop()  # atomic: threads and greenlets never share one
+        except IndexError:
+            connection = self._pool.get_connection()
+        try:
+            connection.connect()  # at once when open; opening it is not retried
+            return connection.retry.call_with_retry(lambda: self._run(connection, command),
+                                                    lambda _error: connection.disconnect())
+        finally:
+            self._idle.append(connection)  # closed if its state is unknown: it reconnects
+
+    def _run(self, connection: Any, command: bytes) -> Any:
+        connection.send_packed_command([command])
+        try:
+            return connection.read_response()
+        except NoScriptError:
+            connection.send_command("SCRIPT", "LOAD", self._source)
+            connection.read_response()
+            connection.send_packed_command([command])
+            return connection.read_response()
 
 
 class _BlockingSentinelPool(SentinelConnectionPool, redis.BlockingConnectionPool):
@@ -363,6 +428,16 @@ class _SentinelSSLConnection(_SentinelConnection, SSLConnection):
     """The same over TLS."""
 
 
+class _ScriptOnCluster:
+    """A script through redis-py's client, called like _ScriptOnOwnConnection (one key)."""
+
+    def __init__(self, script: Script) -> None:
+        self._script = script
+
+    def __call__(self, key: str, *args: str | int) -> Any:
+        return self._script(keys=[key], args=list(args))
+
+
 @contextmanager
 def _store_errors() -> Iterator[None]:
     """Turn every redis-py failure into StoreUnavailable at the boundary."""
@@ -404,7 +479,11 @@ class RedisSessionStore:
         # A creation is confirmed only once this many replicas hold it (WAIT); 0: at once.
         self.wait_replicas = wait_replicas
         self.wait_timeout_ms = wait_timeout_ms
-        self._verify = client.register_script(_VERIFY)
+        # Standalone and Sentinel verify on each thread's own connection; Cluster routes each key
+        # to its node through redis-py (MOVED and ASK included).
+        self._verify: Callable[..., Any] = (
+            _ScriptOnOwnConnection(client, _VERIFY) if isinstance(client, redis.Redis)
+            else _ScriptOnCluster(client.register_script(_VERIFY)))
         self._create = client.register_script(_CREATE)
         self._revoke = client.register_script(_REVOKE)
         self._revoke_user = client.register_script(_REVOKE_USER)
@@ -506,9 +585,8 @@ class RedisSessionStore:
             # An unknown registered token still runs the script, on a key that never exists, so it
             # costs the same two round trips as a known one: timing cannot tell them apart.
             tag, token_hash = (tag, ref.token_hash) if tag else _NO_SESSION
-            reply = self._verify(
-                keys=[self.session_key(tag, token_hash)],
-                args=[f"{self._slot(tag)}:u:", now_ms, self.grace_ms, expected_user_id or ""])
+            reply = self._verify(self.session_key(tag, token_hash), f"{self._slot(tag)}:u:", now_ms,
+                                 self.grace_ms, expected_user_id or "")
         outcome = Outcome(int(reply[0]))
         if outcome is not Outcome.VERIFIED:
             return VerifyResult(outcome)
