@@ -15,7 +15,7 @@ from .readiness import Readiness
 from .sessions import Clock, SessionManager
 from .store import RedisSessionStore, connect
 from .user_tokens import UserTokenIssuer
-from .web import EXTENSION, Services, services
+from .web import EXTENSION, Services, drain_body_after, services
 
 log = logging.getLogger("verifier")
 
@@ -69,6 +69,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
 
     @app.after_request
     def _finish(response: Response) -> Response:
+        drain_body_after(response)
         record = logs.finish_request(response, callers.current(),
                                      log_health=settings.log_health_checks)
         metrics.observe(record)

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from flask import current_app, request
+from flask import Response, current_app, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from .callers import CallerPolicy
@@ -95,3 +95,33 @@ def json_body() -> Any:
     if parsed is None:
         raise BadRequest("The body must be a JSON object, not null.")
     return parsed
+
+
+# Reading more than this of an unread body, to let one answer through, is not worth it.
+DRAIN_MAX_BYTES = 1 << 20
+
+
+def drain_body_after(response: Response) -> None:
+    """Once the answer is sent, read what is left of the request's body (at most DRAIN_MAX_BYTES).
+
+    A socket closed with unread input is reset rather than closed, and the reset can overtake the
+    answer: a 401 decided from the header alone, on a connection the client asked to close, would
+    come back as ECONNRESET. The server closes the connection after the response is closed, so
+    draining there lets the answer arrive without delaying it. A body the view read costs one
+    empty read.
+    """
+    if not (request.content_length or "Transfer-Encoding" in request.headers):
+        return
+    stream = request.input_stream
+    response.call_on_close(lambda: _discard(stream, DRAIN_MAX_BYTES))
+
+
+def _discard(stream: Any, most: int) -> None:
+    try:
+        while most > 0:
+            chunk = stream.read(min(most, 65536))
+            if not chunk:
+                return
+            most -= len(chunk)
+    except Exception:  # a client gone or a malformed chunk: nothing left to save
+        return
