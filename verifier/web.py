@@ -81,7 +81,7 @@ def json_body() -> Any:
     # A body without Content-Length (chunked) is read only up to the limit, and Werkzeug hands
     # back that prefix as if it were all: one byte more on the wire means the body is too large.
     limit = request.max_content_length
-    if (limit is not None and request.content_length is None and len(raw) >= limit
+    if (limit is not None and len(raw) >= limit and request.content_length is None
             and request.input_stream.read(1)):
         raise RequestEntityTooLarge()
     if not raw.strip():
