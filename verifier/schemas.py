@@ -203,7 +203,7 @@ def load_verify_request(data: Any) -> str | None:
     if "userId" not in data:
         return None
     try:
-        user_id: str = _VERIFY_USER_ID.deserialize(data["userId"], "userId", data)
+        user_id: str | None = _VERIFY_USER_ID.deserialize(data["userId"], "userId", data)
     except ValidationError as exc:
         raise BadRequest(f"userId: {' '.join(str(m) for m in exc.messages)}") from None
     return user_id
