@@ -125,15 +125,6 @@ def _caller_keys(raw: str) -> tuple[str, ...]:
     return keys
 
 
-WORKER_CLASSES = ("gevent", "gthread")
-
-
-def _worker_class(raw: str) -> str:
-    if raw not in WORKER_CLASSES:
-        raise ValueError(f"must be one of {', '.join(WORKER_CLASSES)}")
-    return raw
-
-
 def _flag(raw: str) -> bool:
     value = raw.lower()
     if value not in ("0", "1", "true", "false", "yes", "no", "on", "off"):
@@ -199,11 +190,7 @@ VARIABLES: tuple[Var, ...] = (
         "Address gunicorn listens on. Default 0.0.0.0:$PORT when PORT is set, else 127.0.0.1:8000."),
     Var("PORT", "port", _positive_int, None, "Port to listen on all interfaces (Procfile platforms)."),
     Var("VERIFIER_WORKERS", "workers", _positive_int, "2", "gunicorn worker processes."),
-    Var("VERIFIER_WORKER_CLASS", "worker_class", _worker_class, "gevent",
-        "gunicorn worker class: gevent (requests as greenlets) or gthread (a thread pool)."),
-    Var("VERIFIER_WORKER_CONNECTIONS", "worker_connections", _positive_int, "1000",
-        "gevent: most connections one worker serves at once."),
-    Var("VERIFIER_THREADS", "threads", _positive_int, "8", "gthread: threads per gunicorn worker."),
+    Var("VERIFIER_THREADS", "threads", _positive_int, "8", "Threads per gunicorn worker."),
     Var("VERIFIER_DATA_DIR", "data_dir", Path, "var",
         "Where the embedded Valkey keeps its data (append-only file on)."),
     Var("VERIFIER_LOG_LEVEL", "log_level", _log_level, "INFO", "Log level."),
@@ -267,8 +254,6 @@ class Settings:
     bind: str | None
     port: int | None
     workers: int
-    worker_class: str
-    worker_connections: int
     threads: int
     data_dir: Path
     log_level: str

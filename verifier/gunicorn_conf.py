@@ -42,22 +42,17 @@ if _settings.redis_url is None:
     sys.exit(2)
 
 bind = [_settings.listen_address]
-# gevent by default. Measured on 2 cores, the same cores as Redis and the load (README,
-# "Performance"): under gthread a verification's one store round trip costs the worker about
-# 75 us of CPU more than /livez (the waiting thread hands the GIL to another and takes it back),
-# under gevent about 30 (a greenlet switch); a store on another host widens the gap (the baseline
-# notes: with 1 ms per store call gevent kept 99 % of its throughput, gthread lost 13-23 %); and a
-# slow client holds a greenlet, of which there are VERIFIER_WORKER_CONNECTIONS, not one of a few
-# threads. gunicorn's gevent worker monkey-patches the standard library in each worker before
-# it loads the app. VERIFIER_WORKER_CLASS=gthread runs a thread pool instead.
-worker_class = _settings.worker_class
-# One process per core (more processes than cores measured slower).
+# gthread, measured on 2 cores (shared/notes/performance-baseline.md, the real verify view with
+# keep-alive): gthread 2x8 2,484 req/s, gevent x2 2,240, sync x5 1,843. gevent only pulls ahead
+# when every store call waits ~1 ms (a store on another host) and needs monkey-patching; sync
+# wins only with `Connection: close`, and a load balancer keeps connections alive.
+worker_class = "gthread"
+# One process per core (more processes than cores measured slower); threads overlap store waits.
 workers = _settings.workers
-worker_connections = _settings.worker_connections
 threads = _settings.threads
 # Longer than the idle timeouts of common load balancers (AWS ALB 60 s, Azure 240 s, Google Cloud
 # 600 s), so the balancer always closes an idle connection first and never sends a request down
-# one gunicorn is closing. A kept-alive connection costs a greenlet (gthread: a poller entry).
+# one gunicorn is closing. A kept-alive connection costs a poller entry, not a thread.
 keepalive = 620
 # The arbiter restarts a worker whose main loop has been stuck this long.
 timeout = 30
@@ -80,8 +75,8 @@ def post_worker_init(worker: Any) -> None:
     """Chain the worker's SIGTERM handler so that readiness turns 503 the moment it arrives.
 
     gunicorn 27 calls no hook on SIGTERM in a worker (worker_int is for SIGINT/SIGQUIT, worker_abort
-    for SIGABRT, on_exit runs in the arbiter); the worker's own handler (gevent's and gthread's
-    alike) stops accepting and lets the requests in flight finish within graceful_timeout.
+    for SIGABRT, on_exit runs in the arbiter); the gthread worker's own handler stops accepting
+    and lets the requests in flight finish within graceful_timeout.
     """
     graceful = signal.getsignal(signal.SIGTERM)
 
