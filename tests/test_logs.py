@@ -11,11 +11,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 import requests
 from flask.testing import FlaskClient
+from hypothesis import given
+from hypothesis import strategies as st
 
 from verifier import logs
 from verifier.app import create_app
@@ -231,3 +234,10 @@ def test_lines_still_waiting_are_written_at_exit(env) -> None:
     assert done.returncode == 0, done.stderr
     [line] = [json.loads(line) for line in done.stdout.splitlines() if '"message":"request"' in line]
     assert line["status"] == 404
+
+
+@given(st.floats(min_value=0, max_value=4_102_444_800, allow_nan=False))
+def test_line_times_are_written_as_datetime_writes_them(created: float) -> None:
+    expected = datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
+    assert logs._timestamp(created) == expected
+    assert logs._timestamp(created) == expected, "and again, from the second it keeps"

@@ -17,6 +17,7 @@ import atexit
 import itertools
 import json
 import logging
+import math
 import os
 import re
 import secrets
@@ -25,7 +26,6 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import IO, Any
 
 from flask import Response, g, request
@@ -48,8 +48,20 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
 _ATOMIC_WRITE_BYTES = getattr(select, "PIPE_BUF", 512)
 
 
+_second = (0, "")  # the last whole second formatted, for the lines within it
+
+
 def _timestamp(created: float) -> str:
-    return datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
+    """ISO 8601 in UTC to the millisecond, as datetime.isoformat writes it."""
+    global _second
+    fraction, whole_float = math.modf(created)
+    whole, micros = int(whole_float), round(fraction * 1e6)  # datetime rounds to the microsecond
+    if micros >= 1_000_000:
+        whole, micros = whole + 1, micros - 1_000_000
+    cached = _second
+    if cached[0] != whole:
+        cached = _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
+    return f"{cached[1]}.{micros // 1000:03d}+00:00"
 
 
 class JsonFormatter(logging.Formatter):

@@ -9,6 +9,7 @@ reaches. Without that variable (tests, `flask run`) the process's own registry i
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable
@@ -87,14 +88,27 @@ def _registry() -> CollectorRegistry:
 
 def observe(record: RequestRecord) -> None:
     """Count one finished request."""
-    REQUESTS.labels(record.route or "unmatched", str(record.status)).inc()
+    _requests(record.route or "unmatched", record.status).inc()
     if record.route == VERIFY_PATH:
-        VERIFICATIONS.labels(record.outcome).inc()
+        _verifications(record.outcome).inc()
         VERIFY_SECONDS.observe(record.latency_ms / 1000)
         if record.outcome == "rate_limited":
             RATE_LIMITED.inc()
     elif record.blueprint == ADMIN_BLUEPRINT:
         admin_operation((record.endpoint or "unknown").removeprefix(f"{ADMIN_BLUEPRINT}."), record.outcome)
+
+
+# The labelled children every request counts into, each looked up once (labels() takes a lock and
+# checks its arguments at every call). Routes are the app's rules and outcomes its error codes, so
+# the caches stay as small as the label sets themselves.
+@functools.lru_cache(maxsize=1024)
+def _requests(route: str, status: int) -> Any:
+    return REQUESTS.labels(route, str(status))
+
+
+@functools.lru_cache(maxsize=256)
+def _verifications(outcome: str) -> Any:
+    return VERIFICATIONS.labels(outcome)
 
 
 def admin_operation(operation: str, outcome: str) -> None:
@@ -113,22 +127,27 @@ class _TimedStore:
 
     def __init__(self, store: Any) -> None:
         self._store = store
+        # The timed methods are made once, as attributes: __getattr__ only sees the rest.
+        for name in STORE_OPERATIONS:
+            if hasattr(store, name):
+                setattr(self, name, _timed(name, getattr(store, name)))
 
     def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._store, name)
-        return _timed(name, attr) if name in STORE_OPERATIONS else attr
+        return getattr(self._store, name)
 
 
 def _timed(operation: str, call: Callable[..., Any]) -> Callable[..., Any]:
+    seconds, errors = STORE_SECONDS.labels(operation), STORE_ERRORS.labels(operation)
+
     def timed(*args: Any, **kwargs: Any) -> Any:
         started = time.perf_counter()
         try:
             return call(*args, **kwargs)
         except StoreUnavailable:
-            STORE_ERRORS.labels(operation).inc()
+            errors.inc()
             raise
         finally:
-            STORE_SECONDS.labels(operation).observe(time.perf_counter() - started)
+            seconds.observe(time.perf_counter() - started)
     return timed
 
 
