@@ -269,6 +269,24 @@ def wrk(deployment: Deployment, target: str, connection: str, args: argparse.Nam
                wrk_cpu_us=wrk_cpu / requests * 1e6)
 
 
+WARM_UP_RUN_SECONDS = 2
+WARM_UP_MOST_SECONDS = 30
+WARM_UP_AGREEMENT = 0.05
+
+
+def warm_up(deployment: Deployment, target: str, args: argparse.Namespace) -> str:
+    """Drive a target in short runs until two in a row agree within 5 % (at most 30 s), so that
+    no round measures a service or store still settling (right after a million sessions were
+    seeded, the first rounds of one run measured 25-55 % slower than the third); what it took."""
+    rates: list[float] = []
+    steady = False
+    while not steady and len(rates) * WARM_UP_RUN_SECONDS < WARM_UP_MOST_SECONDS:
+        rates.append(wrk(deployment, target, "keep-alive", args, 0, duration_s=WARM_UP_RUN_SECONDS).rps)
+        steady = len(rates) >= 2 and abs(rates[-1] - rates[-2]) <= WARM_UP_AGREEMENT * max(rates[-2:])
+    return (f"warm-up {target}@{deployment.name}: {len(rates)} x {WARM_UP_RUN_SECONDS} s, "
+            f"{', '.join(f'{r:,.0f}' for r in rates)} req/s ({'steady' if steady else 'not steady'})")
+
+
 # --- seeding -------------------------------------------------------------------------------------
 
 def seed(url: str, sessions: int, per_user: int, token_file: Path, log: list[str]) -> dict[str, float]:
@@ -513,11 +531,10 @@ def main(argv: list[str] | None = None) -> int:
             log.append(f"{name}: keys {json.dumps(sample_key_usage(client))}")
         main_d = deployments[-1]
         print("bench: warming up ...", flush=True)
-        for d in deployments:
-            wrk(d, "verify", "keep-alive", args, 0, duration_s=2)
         main_targets = ["livez", "floor"] if main_d.floor else ["livez"]
-        for target in main_targets:
-            wrk(main_d, target, "keep-alive", args, 0, duration_s=2)
+        for d, target in [(d, "verify") for d in deployments] + [(main_d, t) for t in main_targets]:
+            log.append(warm_up(d, target, args))
+            print(f"bench: {log[-1]}", flush=True)
         runs: list[Run] = []
         for connection in ("keep-alive", "close"):
             for round_number in range(1, args.rounds + 1):
