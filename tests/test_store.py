@@ -223,3 +223,31 @@ def test_redis_errors_never_escape_as_redis_errors(store, raw_redis, settings) -
     with pytest.raises(StoreUnavailable):
         store.verify(session.ref, NOW, None)
     assert not isinstance(StoreUnavailable(), redis.RedisError)
+
+
+def _on_every_primary(raw: redis.Redis | redis.RedisCluster, *command: str) -> None:
+    if isinstance(raw, redis.RedisCluster):
+        for node in raw.get_primaries():
+            raw.get_redis_connection(node).execute_command(*command)
+    else:
+        raw.execute_command(*command)
+
+
+def test_verification_loads_its_script_again_on_a_store_that_lost_it(
+        store: RedisSessionStore, raw_redis: redis.Redis | redis.RedisCluster) -> None:
+    """A restarted or failed-over server has no scripts: the next verification loads it."""
+    _, session = new_session()
+    store.create(session, PROFILE)
+    assert store.verify(session.ref, NOW + 1, None).outcome is Outcome.VERIFIED
+    _on_every_primary(raw_redis, "SCRIPT", "FLUSH")
+    assert store.verify(session.ref, NOW + 2, None).outcome is Outcome.VERIFIED
+
+
+def test_connections_the_store_closed_are_replaced_at_the_next_verification(
+        store: RedisSessionStore, raw_redis: redis.Redis | redis.RedisCluster) -> None:
+    """A server's idle `timeout`, a CLIENT KILL or a proxy closing idle connections: no 503."""
+    _, session = new_session()
+    store.create(session, PROFILE)
+    assert store.verify(session.ref, NOW + 1, None).outcome is Outcome.VERIFIED
+    _on_every_primary(raw_redis, "CLIENT", "KILL", "TYPE", "normal")  # all but the caller's own
+    assert store.verify(session.ref, NOW + 2, None).outcome is Outcome.VERIFIED

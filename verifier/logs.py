@@ -232,11 +232,6 @@ def configure(level: str, stream: IO[str] | None = None, *, flush_ms: int = 0) -
     logger.setLevel(level)
 
 
-def flush() -> None:
-    """Write every request line that waits."""
-    _writer.flush()
-
-
 def log_configuration(masked: dict[str, Any]) -> None:
     """Log the effective configuration (secrets already masked) once at start."""
     log.info("configuration", extra={"fields": {"configuration": masked}})

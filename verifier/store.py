@@ -339,7 +339,7 @@ class _ScriptOnOwnConnection:
         if self._generation != _fork_generation:  # a forked child: the parent's connections stay its
             self._idle, self._generation = [], _fork_generation
         try:
-            connection = self._idle.pop()  # atomic: threads and greenlets never share one
+            connection = self._idle.pop()  # atomic: two threads never get the same one
         except IndexError:
             connection = self._pool.get_connection()
         try:
@@ -479,7 +479,7 @@ class RedisSessionStore:
         # A creation is confirmed only once this many replicas hold it (WAIT); 0: at once.
         self.wait_replicas = wait_replicas
         self.wait_timeout_ms = wait_timeout_ms
-        # Standalone and Sentinel verify on each thread's own connection; Cluster routes each key
+        # Standalone and Sentinel verify on connections of the store's own; Cluster routes each key
         # to its node through redis-py (MOVED and ASK included).
         self._verify: Callable[..., Any] = (
             _ScriptOnOwnConnection(client, _VERIFY) if isinstance(client, redis.Redis)
