@@ -347,3 +347,43 @@ def test_an_answer_before_the_body_is_read_still_reaches_the_client(served: int)
             status, answer, _ = raw_exchange(served, verify_request(auth, body))
             # 429 once the module's earlier tests have used up the caller's failures
             assert status in (401, 429), answer
+
+
+@pytest.mark.e2e
+def test_a_client_that_stops_sending_its_body_does_not_hold_a_thread(served: int) -> None:
+    """Early 401s on closing connections whose bodies never come, for more clients than the worker
+    has threads: every answer arrives (reading what is left of a body never waits for more)."""
+    head = verify_request([], b"").replace(b"Content-Length: 0", b"Content-Length: 1000000")
+    stalled = []
+    try:
+        for _ in range(6):  # the served worker has 4 threads
+            sock = socket.create_connection(("127.0.0.1", served), timeout=5)
+            sock.sendall(head + b'{"userId":')
+            stalled.append(sock)
+        for sock in stalled:
+            data = b""
+            while b"\r\n\r\n" not in data or len(data.partition(b"\r\n\r\n")[2]) < _length(data):
+                chunk = sock.recv(65536)  # a thread held by an earlier client: a timeout here
+                assert chunk, data
+                data += chunk
+            assert data.startswith((b"HTTP/1.1 401", b"HTTP/1.1 429")), data[:80]
+    finally:
+        for sock in stalled:
+            sock.close()
+    status, _, _ = raw_exchange(served, b"GET /livez HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert status == 200
+
+
+def _length(response: bytes) -> int:
+    head = response.partition(b"\r\n\r\n")[0].decode("latin-1").lower()
+    return int(head.split("content-length:", 1)[1].split("\r\n", 1)[0])
+
+
+@pytest.mark.e2e
+def test_a_malformed_chunked_body_is_400_through_gunicorn(served: int, token: str) -> None:
+    head = (f"POST {PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
+            "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
+            "Connection: close\r\n\r\n").encode()
+    status, answer, _ = raw_exchange(served, head + b"zz\r\nabc\r\n0\r\n\r\n")
+    assert status == 400, answer
+    assert json.loads(answer)["errors"][0]["code"] == "bad_request"

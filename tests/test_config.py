@@ -112,3 +112,11 @@ def test_config_command_prints_the_effective_configuration_masked() -> None:
     assert any(line.split() == ["VERIFIER_WORKERS", "3"] for line in result.output.splitlines())
     bad = CliRunner().invoke(cli, ["config"], env={"VERIFIER_WORKERS": "x"})
     assert bad.exit_code == 2 and "VERIFIER_WORKERS" in bad.stderr
+
+
+def test_a_pool_too_small_for_the_threads_is_refused(env: dict[str, str]) -> None:
+    """Each thread keeps a connection for verification: with fewer than two per thread, a burst
+    of verifications left none for readiness, the admin API or a malformed token's 401."""
+    with pytest.raises(ConfigError, match="VERIFIER_REDIS_POOL_SIZE: must be at least twice"):
+        load_settings({**env, "VERIFIER_REDIS_POOL_SIZE": "4", "VERIFIER_THREADS": "8"})
+    assert load_settings({**env, "VERIFIER_REDIS_POOL_SIZE": "16", "VERIFIER_THREADS": "8"})

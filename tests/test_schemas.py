@@ -101,3 +101,11 @@ def test_the_verify_body_loads_as_its_schema_would(body: dict[str, object]) -> N
         assert isinstance(got, BadRequest) and str(got) == str(expected)
     else:
         assert got == expected
+
+
+@pytest.mark.parametrize("field", ["userId", "email", "firstName", "lastName", "emailVerified"])
+def test_an_unpaired_surrogate_in_any_text_field_is_named(field: str) -> None:
+    value = "\udc80" if field in ("userId", "firstName", "lastName") else "a\udc80@example.test"
+    with pytest.raises(ValidationFailed) as info:
+        schemas.load_profile({**PROFILE, field: value})
+    assert list(info.value.fields) == [field]

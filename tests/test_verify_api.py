@@ -241,3 +241,10 @@ def test_nesting_depth_is_judged_the_same_whatever_the_stack(client, make_sessio
     assert_error(post(client, f"Bearer {token}", deep.encode()), 400, "bad_request")
     quoted = '{"userId": "u-1", "x": "' + "[" * 100 + '"}'
     assert post(client, f"Bearer {token}", quoted.encode()).status_code == 200
+
+
+def test_a_user_id_with_an_unpaired_surrogate_escape_is_400(client, make_session) -> None:
+    """JSON's "\\ud800" decodes to a string no UTF-8 store can hold: a 400, not a 500."""
+    body = assert_error(post(client, f"Bearer {make_session()}", '{"userId": "\\ud800x"}'),
+                        400, "bad_request")
+    assert "surrogate" in body["errors"][0]["message"]

@@ -348,6 +348,11 @@ def _check_consistency(values: dict[str, Any], problems: list[str]) -> None:
             "VERIFIER_REDIS_TIMEOUT_MS / VERIFIER_REDIS_CONNECT_TIMEOUT_MS: must be under 1000, "
             "so that every answer, including 'the store is down', reaches Mozarto within a second"
         )
+    if values["redis_pool_size"] < 2 * values["threads"]:
+        problems.append(
+            f"VERIFIER_REDIS_POOL_SIZE: must be at least twice VERIFIER_THREADS "
+            f"({2 * values['threads']}): each thread keeps a connection for verification and may "
+            "need a second one at the same moment for anything else")
     _check_store(values, problems)
 
 

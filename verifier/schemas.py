@@ -34,6 +34,15 @@ _PHONE_CHARS = re.compile(r"\+?[0-9 ().\-]{4,32}")
 def _no_control_chars(value: str) -> None:
     if _CONTROL.search(value):
         raise ValidationError("Must not contain control characters.")
+    _unicode_text(value)
+
+
+def _unicode_text(value: str) -> None:
+    # JSON's \ud800 escapes decode to lone surrogates, which no UTF-8 store can hold.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError("Must be Unicode text (no unpaired surrogate escapes).") from None
 
 
 def _not_blank(value: str) -> None:
@@ -92,7 +101,7 @@ class ProfileSchema(Schema):
         unknown = RAISE
 
     userId = UserIdField(required=True)
-    email = fields.Email(required=True, validate=validate.Length(max=254))
+    email = fields.Email(required=True, validate=[validate.Length(max=254), _unicode_text])
     firstName = _name_field()
     lastName = _name_field()
     phone = fields.String(required=True, validate=validate.Length(min=1, max=32),
@@ -100,7 +109,7 @@ class ProfileSchema(Schema):
                                                    "countryCode.", "example": "+441234567890"})
     countryCode = fields.String(required=True, metadata={
         "description": "ISO 3166-1 alpha-2, upper case.", "pattern": "^[A-Z]{2}$", "example": "GB"})
-    emailVerified = fields.Email(validate=validate.Length(max=254), allow_none=True)
+    emailVerified = fields.Email(validate=[validate.Length(max=254), _unicode_text], allow_none=True)
 
     @validates_schema(skip_on_field_errors=False)
     def _check_country_and_phone(self, data: dict[str, Any], **kwargs: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -77,13 +78,19 @@ def json_body() -> Any:
 
     Werkzeug raises 413 here when the body is over MAX_CONTENT_LENGTH.
     """
-    raw = request.get_data(cache=True)
-    # A body without Content-Length (chunked) is read only up to the limit, and Werkzeug hands
-    # back that prefix as if it were all: one byte more on the wire means the body is too large.
-    limit = request.max_content_length
-    if (limit is not None and len(raw) >= limit and request.content_length is None
-            and request.input_stream.read(1)):
-        raise RequestEntityTooLarge()
+    try:
+        raw = request.get_data(cache=True)
+        # A body without Content-Length (chunked) is read only up to the limit, and Werkzeug hands
+        # back that prefix as if it were all: one byte more on the wire means the body is too large.
+        limit = request.max_content_length
+        if (limit is not None and len(raw) >= limit and request.content_length is None
+                and request.input_stream.read(1)):
+            raise RequestEntityTooLarge()
+    except RequestEntityTooLarge:
+        raise
+    except Exception as exc:  # the WSGI server's own error: a malformed chunk, a client gone
+        raise BadRequest("The body could not be read (malformed chunked encoding, or the "
+                         "client stopped sending it).") from exc
     if not raw.strip():
         return None
     if _nests_too_deeply(raw):
@@ -102,26 +109,44 @@ DRAIN_MAX_BYTES = 1 << 20
 
 
 def drain_body_after(response: Response) -> None:
-    """Once the answer is sent, read what is left of the request's body (at most DRAIN_MAX_BYTES).
+    """Once the answer is sent on a connection that closes, read what the client has already sent
+    of the body and the view did not (never waiting for more, at most DRAIN_MAX_BYTES).
 
     A socket closed with unread input is reset rather than closed, and the reset can overtake the
     answer: a 401 decided from the header alone, on a connection the client asked to close, would
     come back as ECONNRESET. The server closes the connection after the response is closed, so
-    draining there lets the answer arrive without delaying it. A body the view read costs one
-    empty read.
+    reading there lets the answer arrive without delaying it. On a kept-alive connection gunicorn
+    reads past the body itself before the next request, and gunicorn 27's gthread worker also
+    lingers on close; this keeps the answer whole under any server, and never waits.
     """
     if not (request.content_length or "Transfer-Encoding" in request.headers):
         return
+    sock = request.environ.get("gunicorn.socket")
+    if sock is None or not _closes_after(request.headers.get("Connection"),
+                                         request.environ.get("SERVER_PROTOCOL")):
+        return
     stream = request.input_stream
-    response.call_on_close(lambda: _discard(stream, DRAIN_MAX_BYTES))
+    response.call_on_close(lambda: _discard_received(stream, sock, DRAIN_MAX_BYTES))
 
 
-def _discard(stream: Any, most: int) -> None:
+def _closes_after(connection: str | None, protocol: str | None) -> bool:
+    """True when the connection ends with this request (as gunicorn decides from the request)."""
+    tokens = {token.strip().lower() for token in (connection or "").split(",")}
+    if "close" in tokens:
+        return True
+    return protocol == "HTTP/1.0" and "keep-alive" not in tokens
+
+
+def _discard_received(stream: Any, sock: Any, most: int) -> None:
     try:
+        sock.setblocking(False)  # a client that stops sending must not hold the thread
         while most > 0:
             chunk = stream.read(min(most, 65536))
             if not chunk:
                 return
             most -= len(chunk)
-    except Exception:  # a client gone or a malformed chunk: nothing left to save
+    except Exception:  # nothing more received yet, a client gone, a malformed chunk: done
         return
+    finally:
+        with contextlib.suppress(OSError):  # closed already
+            sock.setblocking(True)
