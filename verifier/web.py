@@ -117,13 +117,14 @@ def drain_body_after(response: Response) -> None:
     come back as ECONNRESET. The server closes the connection after the response is closed, so
     reading there lets the answer arrive without delaying it. On a kept-alive connection gunicorn
     reads past the body itself before the next request, and gunicorn 27's gthread worker also
-    lingers on close; this keeps the answer whole under any server, and never waits.
+    lingers on close; this keeps the answer whole under gunicorn's other workers and releases,
+    and never waits.
     """
-    if not (request.content_length or "Transfer-Encoding" in request.headers):
+    environ = request.environ  # plain lookups first: most requests are kept alive, and skip out
+    sock = environ.get("gunicorn.socket")
+    if sock is None or not _closes_after(environ.get("HTTP_CONNECTION"), environ.get("SERVER_PROTOCOL")):
         return
-    sock = request.environ.get("gunicorn.socket")
-    if sock is None or not _closes_after(request.headers.get("Connection"),
-                                         request.environ.get("SERVER_PROTOCOL")):
+    if not (request.content_length or "HTTP_TRANSFER_ENCODING" in environ):
         return
     stream = request.input_stream
     response.call_on_close(lambda: _discard_received(stream, sock, DRAIN_MAX_BYTES))
